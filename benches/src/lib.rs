@@ -1,0 +1,1 @@
+//! Benchmarks of pg_replicate; each benchmark is a file in this folder.

@@ -1,0 +1,1 @@
+//! The replication connection. (Being written.)

@@ -1,0 +1,2 @@
+//! Sinks. (Being written.)
+pub mod stdout;

@@ -1,0 +1,1 @@
+//! The stdout sink. (Being written.)

@@ -1,0 +1,2 @@
+//! Sources of data. (Being written.)
+pub mod postgres;

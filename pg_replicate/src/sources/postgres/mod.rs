@@ -1,0 +1,1 @@
+//! The Postgres source. (Being written.)

@@ -1,0 +1,1 @@
+//! The change model. (Being written.)

@@ -1,0 +1,9 @@
+//! The data model shared by sources, sinks and the pipeline.
+
+pub mod change;
+pub mod lsn;
+pub mod table;
+pub mod values;
+
+pub use lsn::Lsn;
+pub use table::{ColumnSchema, PgType, ReplicaIdentity, TableId, TableName, TableSchema};
