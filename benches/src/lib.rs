@@ -1,1 +1,215 @@
-//! Benchmarks of pg_replicate; each benchmark is a file in this folder.
+//! Shared pieces of the benchmarks: a sink that discards what it gets,
+//! peak-memory readings, timing of reference commands and the result table.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use pg_replicate::sinks::Sink;
+use pg_replicate::types::change::{CdcBatch, CdcEvent, ResumptionState};
+use pg_replicate::types::{Lsn, TableSchema};
+use pg_replicate::Result;
+use tokio_util::sync::CancellationToken;
+
+/// Counts rows and change events and drops them; optionally stops the
+/// pipeline once enough changes arrived.
+#[derive(Default)]
+pub struct DiscardSink {
+    /// Rows received from backfill.
+    pub rows: u64,
+    /// Row changes received from CDC.
+    pub changes: u64,
+    /// Arrow memory of the batches received, in bytes.
+    pub arrow_bytes: u64,
+    /// Stop the pipeline once this many row changes arrived.
+    pub stop_after_changes: Option<(u64, CancellationToken)>,
+}
+
+#[async_trait]
+impl Sink for DiscardSink {
+    async fn resumption_state(&mut self) -> Result<ResumptionState> {
+        Ok(ResumptionState::default())
+    }
+
+    async fn write_table_schemas(&mut self, _tables: &[Arc<TableSchema>]) -> Result<()> {
+        Ok(())
+    }
+
+    async fn begin_table_copy(&mut self, _table: &Arc<TableSchema>) -> Result<()> {
+        Ok(())
+    }
+
+    async fn write_table_rows(
+        &mut self,
+        _table: &Arc<TableSchema>,
+        rows: RecordBatch,
+    ) -> Result<()> {
+        self.rows += rows.num_rows() as u64;
+        self.arrow_bytes += rows.get_array_memory_size() as u64;
+        Ok(())
+    }
+
+    async fn end_table_copy(
+        &mut self,
+        _table: &Arc<TableSchema>,
+        _snapshot_lsn: Lsn,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    async fn write_cdc_batch(&mut self, batch: CdcBatch) -> Result<Lsn> {
+        for event in &batch.events {
+            if let CdcEvent::Changes(changes) = event {
+                self.changes += changes.batch.num_rows() as u64;
+                self.arrow_bytes += changes.batch.get_array_memory_size() as u64;
+            }
+        }
+        if let Some((expected, cancel)) = &self.stop_after_changes {
+            if self.changes >= *expected {
+                cancel.cancel();
+            }
+        }
+        Ok(batch.end_lsn)
+    }
+}
+
+/// Peak resident memory of this process so far, in MiB.
+pub fn peak_rss_self_mib() -> f64 {
+    max_rss_mib(libc::RUSAGE_SELF)
+}
+
+/// Peak resident memory of the largest waited-for child so far, in MiB.
+pub fn peak_rss_children_mib() -> f64 {
+    max_rss_mib(libc::RUSAGE_CHILDREN)
+}
+
+fn max_rss_mib(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(who, &mut usage) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    usage.ru_maxrss as f64 / 1024.0
+}
+
+/// Runs a reference command, failing loudly when it fails; returns its
+/// wall time.
+pub fn time_command(command: &mut Command) -> Duration {
+    let start = Instant::now();
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let elapsed = start.elapsed();
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    elapsed
+}
+
+/// One line of the result table.
+pub struct Measurement {
+    /// What was measured.
+    pub name: String,
+    /// Rows or events processed.
+    pub count: u64,
+    /// Bytes processed (for MB/s), if meaningful.
+    pub bytes: Option<u64>,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Peak RSS in MiB, if known.
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Prints measurements as a Markdown table, each with its ratio to the
+/// reference named `reference` (their time / our time: above 1 is faster).
+pub fn print_table(title: &str, unit: &str, rows: &[Measurement]) {
+    println!("\n### {title}\n");
+    println!("| run | {unit} | seconds | {unit}/s | MB/s | peak RSS MiB | speed vs first row |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let reference = rows
+        .first()
+        .map(|r| r.elapsed.as_secs_f64())
+        .unwrap_or(f64::NAN);
+    for row in rows {
+        let seconds = row.elapsed.as_secs_f64();
+        let mb = row
+            .bytes
+            .map(|b| format!("{:.1}", b as f64 / seconds / 1e6))
+            .unwrap_or_else(|| "-".into());
+        let rss = row
+            .peak_rss_mib
+            .map(|m| format!("{m:.0}"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "| {} | {} | {:.2} | {:.0} | {} | {} | {:.2} |",
+            row.name,
+            row.count,
+            seconds,
+            row.count as f64 / seconds,
+            mb,
+            rss,
+            reference / seconds
+        );
+    }
+}
+
+/// A count from the environment (`name`), or `default`.
+pub fn env_count(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+/// Starts the benchmark's throwaway cluster (no TLS) with database `bench`.
+pub fn start_cluster() -> pg_replicate::postgres::throwaway::ThrowawayCluster {
+    use pg_replicate::postgres::throwaway::{ThrowawayCluster, ThrowawayOptions};
+    let cluster = ThrowawayCluster::start(ThrowawayOptions {
+        ssl: false,
+        ..ThrowawayOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("cannot start PostgreSQL: {e}"));
+    cluster
+        .psql("postgres", "CREATE DATABASE bench")
+        .unwrap_or_else(|e| panic!("cannot create the database: {e}"));
+    cluster
+}
+
+/// A `psql` (or other client binary) command for the cluster's `bench`
+/// database over TCP, as the superuser.
+pub fn client_command(
+    cluster: &pg_replicate::postgres::throwaway::ThrowawayCluster,
+    binary: &str,
+    host: &str,
+) -> Command {
+    use pg_replicate::postgres::throwaway::ThrowawayRole;
+    let mut command = Command::new(cluster.bin_dir().join(binary));
+    command
+        .arg("-h")
+        .arg(host)
+        .arg("-p")
+        .arg(cluster.port().to_string())
+        .arg("-U")
+        .arg(ThrowawayRole::Superuser.name())
+        .arg("-d")
+        .arg("bench")
+        .env("PGPASSWORD", ThrowawayRole::Superuser.password());
+    command
+}
+
+/// The mixed-type table both benchmarks use: bigint, int, float8,
+/// numeric(12,2), ~40-character text, timestamptz, bool, ~60-byte jsonb and
+/// uuid.
+pub const MIXED_TABLE_COLUMNS: &str = "id bigint PRIMARY KEY, i int, f float8, n numeric(12,2), \
+    s text, ts timestamptz, b bool, j jsonb, u uuid";
+
+/// Values of [`MIXED_TABLE_COLUMNS`] for row `g` (an SQL expression list).
+pub const MIXED_TABLE_VALUES: &str = "g, (g % 100000)::int, g * 0.25, (g % 1000000) / 100.0, \
+    md5(g::text) || 'abcdefgh', '2024-01-01 00:00:00+00'::timestamptz + g * interval '1 second', \
+    g % 2 = 0, jsonb_build_object('id', g, 'name', 'item ' || g, 'tags', jsonb_build_array('a', 'b')), \
+    gen_random_uuid()";

@@ -33,7 +33,10 @@ impl ErrorKind {
     /// Whether retrying the same operation later can succeed without the
     /// user changing anything (a dropped connection, a sink that was down).
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorKind::Connection | ErrorKind::Sink | ErrorKind::Io)
+        matches!(
+            self,
+            ErrorKind::Connection | ErrorKind::Sink | ErrorKind::Io
+        )
     }
 }
 

@@ -2,6 +2,8 @@
 //! the pgoutput and COPY binary decoders (pure functions over bytes) and the
 //! catalog queries.
 
+pub mod catalog;
+pub mod client;
 pub mod config;
 pub mod copy_binary;
 pub mod pgoutput;

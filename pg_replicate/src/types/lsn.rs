@@ -21,7 +21,9 @@ impl fmt::Display for Lsn {
 
 /// Error returned when a string is not an LSN of the form `X/Y`.
 #[derive(Debug, thiserror::Error)]
-#[error("`{input}` is not a log sequence number; expected two hexadecimal halves like `16/B374D848`")]
+#[error(
+    "`{input}` is not a log sequence number; expected two hexadecimal halves like `16/B374D848`"
+)]
 pub struct ParseLsnError {
     input: String,
 }
@@ -30,7 +32,9 @@ impl FromStr for Lsn {
     type Err = ParseLsnError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParseLsnError { input: s.to_owned() };
+        let err = || ParseLsnError {
+            input: s.to_owned(),
+        };
         let (hi, lo) = s.split_once('/').ok_or_else(err)?;
         if hi.is_empty() || lo.is_empty() || hi.len() > 8 || lo.len() > 8 {
             return Err(err());

@@ -33,7 +33,11 @@ impl TableName {
 
     /// The name as a quoted SQL identifier: `"schema"."name"`.
     pub fn quoted(&self) -> String {
-        format!("{}.{}", quote_identifier(&self.schema), quote_identifier(&self.name))
+        format!(
+            "{}.{}",
+            quote_identifier(&self.schema),
+            quote_identifier(&self.name)
+        )
     }
 }
 

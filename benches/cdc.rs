@@ -1,0 +1,183 @@
+//! CDC benchmark: decodes 2,000,000 change events (1,000,000 inserts,
+//! 500,000 updates, 500,000 deletes in 1,000-row transactions) into Arrow
+//! change batches and discards them, next to `pg_recvlogical` reading the
+//! same slot range into /dev/null, over TCP and over the Unix socket.
+//!
+//! ```text
+//! cargo bench -p pg_replicate_benches --bench cdc                 # 2,000,000 events
+//! BENCH_EVENTS=200000 cargo bench -p pg_replicate_benches --bench cdc
+//! ```
+
+use std::fmt::Write as _;
+use std::process::Command;
+use std::time::Instant;
+
+use pg_replicate::pipeline::{DataPipeline, PipelineAction};
+use pg_replicate::postgres::throwaway::{ThrowawayCluster, ThrowawayRole};
+use pg_replicate::postgres::PgConnectionConfig;
+use pg_replicate::sources::postgres::PostgresSource;
+use pg_replicate_benches::*;
+use tokio_util::sync::CancellationToken;
+
+const TRANSACTION_ROWS: u64 = 1000;
+
+fn main() {
+    let events = env_count("BENCH_EVENTS", 2_000_000);
+    let inserts = events / 2 / TRANSACTION_ROWS * TRANSACTION_ROWS;
+    let updates = inserts / 2;
+    let deletes = inserts / 2;
+    let total = inserts + updates + deletes;
+    eprintln!("starting PostgreSQL ...");
+    let cluster = start_cluster();
+    let slots = ["ref_tcp", "ours_tcp", "ref_unix", "ours_unix"];
+    let mut setup = format!(
+        "CREATE TABLE c ({MIXED_TABLE_COLUMNS}); CREATE PUBLICATION bench_pub FOR TABLE c;"
+    );
+    for slot in slots {
+        write!(
+            setup,
+            "SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput');"
+        )
+        .unwrap();
+    }
+    cluster
+        .psql("bench", &setup)
+        .unwrap_or_else(|e| panic!("set-up failed: {e}"));
+
+    eprintln!("generating {total} change events ...");
+    let mut script = String::new();
+    for k in 0..inserts / TRANSACTION_ROWS {
+        let (from, to) = (k * TRANSACTION_ROWS + 1, (k + 1) * TRANSACTION_ROWS);
+        writeln!(
+            script,
+            "INSERT INTO c SELECT {MIXED_TABLE_VALUES} FROM generate_series({from}, {to}) g;"
+        )
+        .unwrap();
+    }
+    for k in 0..updates / TRANSACTION_ROWS {
+        let (from, to) = (k * TRANSACTION_ROWS + 1, (k + 1) * TRANSACTION_ROWS);
+        writeln!(
+            script,
+            "UPDATE c SET i = i + 1, s = s || 'x' WHERE id BETWEEN {from} AND {to};"
+        )
+        .unwrap();
+    }
+    for k in 0..deletes / TRANSACTION_ROWS {
+        let (from, to) = (
+            inserts - (k + 1) * TRANSACTION_ROWS + 1,
+            inserts - k * TRANSACTION_ROWS,
+        );
+        writeln!(script, "DELETE FROM c WHERE id BETWEEN {from} AND {to};").unwrap();
+    }
+    let script_path = cluster
+        .data_dir()
+        .parent()
+        .unwrap_or(cluster.data_dir())
+        .join("bench_changes.sql");
+    std::fs::write(&script_path, script).unwrap();
+    time_command(
+        client_command(&cluster, "psql", "127.0.0.1")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
+            .arg(&script_path),
+    );
+    let end_lsn = cluster
+        .psql("bench", "SELECT pg_current_wal_lsn()")
+        .unwrap()
+        .trim()
+        .to_owned();
+    // One more change after the end position lets pg_recvlogical see it passed.
+    cluster
+        .psql("bench", "INSERT INTO c (id) VALUES (-1)")
+        .unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let socket_dir = cluster.socket_dir().to_string_lossy().into_owned();
+    let mut results = Vec::new();
+    for (transport, host, config) in [
+        (
+            "TCP",
+            "127.0.0.1".to_owned(),
+            cluster.connection_config("bench", ThrowawayRole::Superuser.name()),
+        ),
+        (
+            "Unix socket",
+            socket_dir.clone(),
+            cluster.socket_connection_config("bench", ThrowawayRole::Superuser.name()),
+        ),
+    ] {
+        let suffix = if transport == "TCP" { "tcp" } else { "unix" };
+        let reference = time_command(&mut recvlogical(
+            &cluster,
+            &host,
+            &format!("ref_{suffix}"),
+            &end_lsn,
+        ));
+        results.push(Measurement {
+            name: format!("pg_recvlogical → /dev/null ({transport})"),
+            count: total,
+            bytes: None,
+            elapsed: reference,
+            peak_rss_mib: Some(peak_rss_children_mib()),
+        });
+        let (elapsed, changes) =
+            runtime.block_on(run_ours(config, &format!("ours_{suffix}"), total));
+        assert!(changes >= total, "received {changes} of {total} changes");
+        results.push(Measurement {
+            name: format!("pg_replicate → Arrow → discarding sink ({transport})"),
+            count: total,
+            bytes: None,
+            elapsed,
+            peak_rss_mib: Some(peak_rss_self_mib()),
+        });
+    }
+    print_table(
+        &format!("CDC decode of {total} change events"),
+        "events",
+        &results[..2],
+    );
+    print_table(
+        &format!("CDC decode of {total} change events"),
+        "events",
+        &results[2..],
+    );
+}
+
+fn recvlogical(cluster: &ThrowawayCluster, host: &str, slot: &str, end_lsn: &str) -> Command {
+    let mut command = client_command(cluster, "pg_recvlogical", host);
+    command.args([
+        "--slot",
+        slot,
+        "--start",
+        "--no-loop",
+        "-o",
+        "proto_version=1",
+        "-o",
+        "publication_names=bench_pub",
+        "-E",
+        end_lsn,
+        "-f",
+        "/dev/null",
+    ]);
+    command
+}
+
+async fn run_ours(
+    config: PgConnectionConfig,
+    slot: &str,
+    expected: u64,
+) -> (std::time::Duration, u64) {
+    let cancel = CancellationToken::new();
+    let sink = DiscardSink {
+        stop_after_changes: Some((expected, cancel.clone())),
+        ..DiscardSink::default()
+    };
+    let source = PostgresSource::new(config, "bench_pub", slot);
+    let mut pipeline =
+        DataPipeline::new(source, sink, PipelineAction::CdcOnly).with_cancellation(cancel);
+    let start = Instant::now();
+    pipeline
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("CDC failed: {e}"));
+    (start.elapsed(), pipeline.sink().changes)
+}

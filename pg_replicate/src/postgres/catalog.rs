@@ -1,0 +1,220 @@
+//! Catalog queries: server settings, publications, slots and table schemas.
+
+use tokio_postgres::Client;
+
+use crate::types::{ColumnSchema, Lsn, PgType, ReplicaIdentity, TableId, TableName, TableSchema};
+use crate::{Error, ErrorKind, Result};
+
+fn query_error(what: &str, error: tokio_postgres::Error) -> Error {
+    let kind = if error.is_closed() {
+        ErrorKind::Connection
+    } else {
+        ErrorKind::SourceSetup
+    };
+    Error::with_source(kind, format!("could not {what}"), error)
+}
+
+/// Fails unless the server runs with `wal_level = logical`.
+pub async fn check_wal_level(client: &Client) -> Result<()> {
+    let row = client
+        .query_one("SELECT current_setting('wal_level')", &[])
+        .await
+        .map_err(|e| query_error("read wal_level", e))?;
+    let level: String = row.get(0);
+    if level != "logical" {
+        return Err(Error::new(
+            ErrorKind::SourceSetup,
+            format!(
+                "the server runs with wal_level = {level}, but logical replication needs wal_level = logical; \
+                 run ALTER SYSTEM SET wal_level = logical and restart the server"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What a publication publishes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicationInfo {
+    /// Whether updates are published.
+    pub publishes_updates: bool,
+    /// Whether deletes are published.
+    pub publishes_deletes: bool,
+}
+
+/// Reads a publication, failing clearly when it does not exist.
+pub async fn publication(client: &Client, name: &str) -> Result<PublicationInfo> {
+    let rows = client
+        .query(
+            "SELECT pubupdate, pubdelete FROM pg_publication WHERE pubname = $1",
+            &[&name],
+        )
+        .await
+        .map_err(|e| query_error("read pg_publication", e))?;
+    let row = rows.first().ok_or_else(|| {
+        Error::new(
+            ErrorKind::SourceSetup,
+            format!(
+                "publication `{name}` does not exist in this database; create it with \
+                 CREATE PUBLICATION {} FOR TABLE ... (or FOR ALL TABLES)",
+                crate::types::table::quote_identifier(name)
+            ),
+        )
+    })?;
+    Ok(PublicationInfo {
+        publishes_updates: row.get(0),
+        publishes_deletes: row.get(1),
+    })
+}
+
+/// The names of the tables a publication publishes, in name order.
+pub async fn publication_tables(client: &Client, publication: &str) -> Result<Vec<TableId>> {
+    let rows = client
+        .query(
+            "SELECT c.oid FROM pg_publication_tables p \
+             JOIN pg_namespace n ON n.nspname = p.schemaname \
+             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename \
+             WHERE p.pubname = $1 ORDER BY p.schemaname, p.tablename",
+            &[&publication],
+        )
+        .await
+        .map_err(|e| query_error("list the publication's tables", e))?;
+    Ok(rows.iter().map(|r| TableId(r.get::<_, u32>(0))).collect())
+}
+
+/// Looks up a table by name.
+pub async fn table_id(client: &Client, name: &TableName) -> Result<TableId> {
+    let rows = client
+        .query(
+            "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            &[&name.schema, &name.name],
+        )
+        .await
+        .map_err(|e| query_error("look up the table", e))?;
+    rows.first()
+        .map(|r| TableId(r.get::<_, u32>(0)))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Schema,
+                format!("table {name} does not exist (or is not an ordinary table); check the schema and table name"),
+            )
+        })
+}
+
+/// Reads a table's schema: its name, replica identity and the columns
+/// pgoutput publishes (not dropped, not generated), in column order.
+pub async fn table_schema(client: &Client, id: TableId) -> Result<TableSchema> {
+    let rows = client
+        .query(
+            "SELECT n.nspname, c.relname, c.relreplident::text FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
+            &[&id.0],
+        )
+        .await
+        .map_err(|e| query_error("read the table", e))?;
+    let row = rows.first().ok_or_else(|| {
+        Error::new(
+            ErrorKind::Schema,
+            format!(
+                "table with oid {id} disappeared while reading its schema; restart the pipeline"
+            ),
+        )
+    })?;
+    let name = TableName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+    let identity_code: String = row.get(2);
+    let replica_identity = identity_code
+        .bytes()
+        .next()
+        .and_then(ReplicaIdentity::from_code)
+        .unwrap_or(ReplicaIdentity::Default);
+
+    // Identity columns: the replica identity index for `i`, none for `n`,
+    // else the primary key (also kept under FULL, for sinks that upsert).
+    let columns = client
+        .query(
+            "SELECT a.attname, a.atttypid, a.atttypmod, format_type(a.atttypid, a.atttypmod), \
+                    a.attnotnull, CASE WHEN t.typcategory = 'A' THEN t.typelem END, \
+                    COALESCE(( \
+                        SELECT a.attnum = ANY (i.indkey::int2[]) FROM pg_index i \
+                        WHERE i.indrelid = a.attrelid AND $2 <> 'n' \
+                          AND CASE WHEN $2 = 'i' THEN i.indisreplident ELSE i.indisprimary END \
+                        LIMIT 1), false) \
+             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+             ORDER BY a.attnum",
+            &[&id.0, &identity_code],
+        )
+        .await
+        .map_err(|e| query_error("read the table's columns", e))?;
+    let columns = columns
+        .iter()
+        .map(|r| ColumnSchema {
+            name: r.get(0),
+            pg_type: PgType {
+                oid: r.get(1),
+                modifier: r.get(2),
+                name: r.get(3),
+                element_oid: r.get(5),
+            },
+            nullable: !r.get::<_, bool>(4),
+            identity: r.get(6),
+        })
+        .collect();
+    Ok(TableSchema {
+        id,
+        name,
+        columns,
+        replica_identity,
+    })
+}
+
+/// A type's display name and, for arrays, element type, for columns learned
+/// from a pgoutput Relation message.
+pub async fn pg_type(client: &Client, oid: u32, modifier: i32) -> Result<PgType> {
+    let row = client
+        .query_one(
+            "SELECT format_type($1, $2), \
+                    (SELECT CASE WHEN typcategory = 'A' THEN typelem END FROM pg_type WHERE oid = $1)",
+            &[&oid, &modifier],
+        )
+        .await
+        .map_err(|e| query_error("look up a column type", e))?;
+    Ok(PgType {
+        oid,
+        modifier,
+        name: row.get(0),
+        element_oid: row.get(1),
+    })
+}
+
+/// State of a replication slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotInfo {
+    /// The output plugin (`pgoutput` for slots this library creates).
+    pub plugin: Option<String>,
+    /// The database the slot belongs to.
+    pub database: Option<String>,
+    /// The PID of the process streaming from it, when in use.
+    pub active_pid: Option<i32>,
+    /// Position up to which changes were confirmed.
+    pub confirmed_flush: Option<Lsn>,
+}
+
+/// Reads a replication slot, `None` when it does not exist.
+pub async fn slot(client: &Client, name: &str) -> Result<Option<SlotInfo>> {
+    let rows = client
+        .query(
+            "SELECT plugin::text, database::text, active_pid, confirmed_flush_lsn::text \
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&name],
+        )
+        .await
+        .map_err(|e| query_error("read pg_replication_slots", e))?;
+    Ok(rows.first().map(|r| SlotInfo {
+        plugin: r.get(0),
+        database: r.get(1),
+        active_pid: r.get(2),
+        confirmed_flush: r.get::<_, Option<String>>(3).and_then(|s| s.parse().ok()),
+    }))
+}

@@ -1,0 +1,461 @@
+//! The change stream: pgoutput messages from the replication connection,
+//! decoded into per-table change batches, cut into batches of whole
+//! transactions, with standby status updates that confirm only what the sink
+//! has durably stored.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::change_batch::{ChangeBatchBuilder, ChangeStamp};
+use super::relations::RelationCache;
+use crate::pipeline::BatchConfig;
+use crate::postgres::pgoutput::{self, OldTuple, PgOutputMessage};
+use crate::postgres::replication::{ReplicationMessage, ReplicationStream};
+use crate::sources::CdcStream;
+use crate::types::change::{CdcBatch, CdcEvent, ChangeOp, TableChanges};
+use crate::types::{Lsn, TableId, TableSchema};
+use crate::{Error, ErrorKind, Result};
+
+/// Microseconds between the Unix epoch and the Postgres epoch (2000-01-01).
+const POSTGRES_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
+
+/// How long a shutdown waits for the rest of a transaction already being
+/// received.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// The transaction being received.
+struct OpenTransaction {
+    commit_lsn: Lsn,
+    commit_time: i64,
+    next_sequence: u32,
+    /// Already applied by the sink in an earlier run.
+    skip: bool,
+    /// Produced at least one event.
+    has_events: bool,
+}
+
+/// Committed changes from a logical replication slot.
+pub struct PostgresCdcStream {
+    stream: ReplicationStream,
+    relations: RelationCache,
+    copied_at: BTreeMap<TableId, Lsn>,
+    /// End LSN of the last transaction the sink already has.
+    resume_after: Lsn,
+    batch: BatchConfig,
+    cancel: CancellationToken,
+
+    open: Option<OpenTransaction>,
+    /// Events of complete transactions (and of the open one), in order.
+    events: Vec<CdcEvent>,
+    /// Per-table builders with rows not yet moved into `events`, in order of
+    /// first appearance.
+    builders: Vec<ChangeBatchBuilder>,
+    builder_index: HashMap<TableId, usize>,
+    pending_rows: usize,
+    pending_bytes: usize,
+    pending_transactions: u64,
+    pending_end: Lsn,
+    pending_since: Option<Instant>,
+
+    /// Highest WAL position received.
+    received: Lsn,
+    /// What the slot has been told is flushed.
+    confirmed: Lsn,
+    /// End LSN of the last batch handed to the sink.
+    handed_out: Lsn,
+    /// End LSN of transactions that carried nothing for the sink.
+    empty_end: Lsn,
+    last_status: Instant,
+}
+
+impl PostgresCdcStream {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        stream: ReplicationStream,
+        query: Client,
+        tables: Vec<Arc<TableSchema>>,
+        copied_at: BTreeMap<TableId, Lsn>,
+        resume_after: Lsn,
+        start: Lsn,
+        batch: BatchConfig,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            stream,
+            relations: RelationCache::new(query, tables),
+            copied_at,
+            resume_after,
+            batch,
+            cancel,
+            open: None,
+            events: Vec::new(),
+            builders: Vec::new(),
+            builder_index: HashMap::new(),
+            pending_rows: 0,
+            pending_bytes: 0,
+            pending_transactions: 0,
+            pending_end: Lsn::ZERO,
+            pending_since: None,
+            received: start,
+            confirmed: start,
+            handed_out: start,
+            empty_end: start,
+            last_status: Instant::now(),
+        }
+    }
+
+    fn batch_full(&self) -> bool {
+        self.pending_rows >= self.batch.max_rows || self.pending_bytes >= self.batch.max_bytes
+    }
+
+    fn fill_deadline(&self) -> Option<Instant> {
+        self.pending_since.map(|since| since + self.batch.max_fill)
+    }
+
+    /// Moves the per-table builders into `events`, keeping order.
+    fn seal_builders(&mut self) -> Result<()> {
+        for builder in &mut self.builders {
+            if builder.len() > 0 {
+                let table = builder.table().clone();
+                let batch = builder.finish()?;
+                self.events
+                    .push(CdcEvent::Changes(TableChanges { table, batch }));
+            }
+        }
+        self.builders.clear();
+        self.builder_index.clear();
+        Ok(())
+    }
+
+    fn take_batch(&mut self) -> Result<Option<CdcBatch>> {
+        if self.pending_transactions == 0 {
+            return Ok(None);
+        }
+        self.seal_builders()?;
+        let batch = CdcBatch {
+            events: std::mem::take(&mut self.events),
+            end_lsn: self.pending_end,
+            transactions: self.pending_transactions,
+        };
+        self.pending_rows = 0;
+        self.pending_bytes = 0;
+        self.pending_transactions = 0;
+        self.pending_since = None;
+        self.handed_out = batch.end_lsn;
+        Ok(Some(batch))
+    }
+
+    async fn send_status(&mut self, reply_requested: bool) -> Result<()> {
+        // With nothing handed out unconfirmed and nothing buffered, the slot
+        // may move past transactions that carried nothing for the sink.
+        if self.confirmed >= self.handed_out
+            && self.open.is_none()
+            && self.pending_transactions == 0
+            && self.empty_end > self.confirmed
+        {
+            self.confirmed = self.empty_end;
+        }
+        self.stream
+            .send_status_update(
+                self.received,
+                self.confirmed,
+                self.confirmed,
+                reply_requested,
+            )
+            .await?;
+        self.last_status = Instant::now();
+        Ok(())
+    }
+
+    /// Handles one pgoutput message.
+    async fn handle(&mut self, data: &Bytes) -> Result<()> {
+        let message = pgoutput::decode(data).map_err(|e| {
+            Error::with_source(ErrorKind::Protocol, "malformed pgoutput message", e)
+        })?;
+        match message {
+            PgOutputMessage::Begin {
+                final_lsn,
+                commit_time,
+                ..
+            } => {
+                if self.open.is_some() {
+                    return Err(protocol("Begin inside an open transaction"));
+                }
+                self.open = Some(OpenTransaction {
+                    commit_lsn: final_lsn,
+                    commit_time: commit_time.saturating_add(POSTGRES_EPOCH_OFFSET_MICROS),
+                    next_sequence: 0,
+                    skip: final_lsn < self.resume_after,
+                    has_events: false,
+                });
+            }
+            PgOutputMessage::Commit { end_lsn, .. } => {
+                let open = self
+                    .open
+                    .take()
+                    .ok_or_else(|| protocol("Commit without Begin"))?;
+                if open.has_events {
+                    self.pending_transactions += 1;
+                    self.pending_end = end_lsn;
+                    self.pending_since.get_or_insert_with(Instant::now);
+                } else {
+                    self.empty_end = self.empty_end.max(end_lsn);
+                }
+            }
+            PgOutputMessage::Origin { .. } | PgOutputMessage::Type { .. } => {}
+            PgOutputMessage::Relation(relation) => {
+                if let Some((old, new)) = self.relations.apply(&relation).await? {
+                    // Rows already buffered use the old schema.
+                    self.seal_builders()?;
+                    let skip = self.open.as_ref().is_some_and(|t| t.skip);
+                    if !skip {
+                        info!(table = %new.name, "table schema changed");
+                        self.events.push(CdcEvent::SchemaChange { old, new });
+                        self.mark_event();
+                    }
+                }
+            }
+            PgOutputMessage::Insert { relation_id, new } => {
+                self.change(relation_id, ChangeOp::Insert, Some(&new), None, data.len())?;
+            }
+            PgOutputMessage::Update {
+                relation_id,
+                old,
+                new,
+            } => {
+                let old = old.as_ref().map(old_tuple);
+                self.change(relation_id, ChangeOp::Update, Some(&new), old, data.len())?;
+            }
+            PgOutputMessage::Delete { relation_id, old } => {
+                self.change(
+                    relation_id,
+                    ChangeOp::Delete,
+                    None,
+                    Some(old_tuple(&old)),
+                    data.len(),
+                )?;
+            }
+            PgOutputMessage::Truncate {
+                options,
+                relation_ids,
+            } => {
+                let Some(open) = &self.open else {
+                    return Err(protocol("Truncate outside a transaction"));
+                };
+                if open.skip {
+                    return Ok(());
+                }
+                let commit_lsn = open.commit_lsn;
+                let mut tables = Vec::with_capacity(relation_ids.len());
+                for id in relation_ids {
+                    let table = self.relations.get(TableId(id))?;
+                    if !self.copied_before(table.id, commit_lsn) {
+                        tables.push(table);
+                    }
+                }
+                if !tables.is_empty() {
+                    self.seal_builders()?;
+                    self.events.push(CdcEvent::Truncate {
+                        tables,
+                        cascade: options & 1 != 0,
+                        restart_identity: options & 2 != 0,
+                        commit_lsn,
+                    });
+                    self.mark_event();
+                }
+            }
+            PgOutputMessage::Message {
+                transactional,
+                lsn,
+                prefix,
+                content,
+            } => {
+                if self.open.as_ref().is_some_and(|t| t.skip) {
+                    return Ok(());
+                }
+                self.seal_builders()?;
+                self.events.push(CdcEvent::Message {
+                    transactional,
+                    lsn,
+                    prefix: prefix.to_owned(),
+                    content: Bytes::copy_from_slice(content),
+                });
+                if transactional && self.open.is_some() {
+                    self.mark_event();
+                } else {
+                    // A non-transactional message stands alone.
+                    self.pending_transactions += 1;
+                    self.pending_end = self.pending_end.max(lsn);
+                    self.pending_since.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn mark_event(&mut self) {
+        if let Some(open) = &mut self.open {
+            open.has_events = true;
+        }
+    }
+
+    /// Whether the table's backfill snapshot already contains a transaction
+    /// committed at `commit_lsn`.
+    fn copied_before(&self, table: TableId, commit_lsn: Lsn) -> bool {
+        self.copied_at
+            .get(&table)
+            .is_some_and(|at| commit_lsn < *at)
+    }
+
+    fn change(
+        &mut self,
+        relation_id: u32,
+        op: ChangeOp,
+        new: Option<&pgoutput::TupleData<'_>>,
+        old: Option<&pgoutput::TupleData<'_>>,
+        bytes: usize,
+    ) -> Result<()> {
+        let open = self
+            .open
+            .as_mut()
+            .ok_or_else(|| protocol("row change outside a transaction"))?;
+        let sequence = open.next_sequence;
+        open.next_sequence = open.next_sequence.wrapping_add(1);
+        if open.skip {
+            return Ok(());
+        }
+        let stamp = ChangeStamp {
+            commit_lsn: open.commit_lsn,
+            commit_time: open.commit_time,
+            sequence,
+        };
+        let id = TableId(relation_id);
+        if self.copied_before(id, stamp.commit_lsn) {
+            return Ok(());
+        }
+        let index = match self.builder_index.get(&id) {
+            Some(index) => *index,
+            None => {
+                let table = self.relations.get(id)?;
+                self.builders.push(ChangeBatchBuilder::new(table));
+                self.builder_index.insert(id, self.builders.len() - 1);
+                self.builders.len() - 1
+            }
+        };
+        self.builders[index].append(op, stamp, new, old)?;
+        self.pending_rows += 1;
+        self.pending_bytes += bytes;
+        self.mark_event();
+        Ok(())
+    }
+}
+
+fn old_tuple<'a, 'b>(old: &'b OldTuple<'a>) -> &'b pgoutput::TupleData<'a> {
+    match old {
+        OldTuple::Key(tuple) | OldTuple::Full(tuple) => tuple,
+    }
+}
+
+fn protocol(what: &str) -> Error {
+    Error::new(
+        ErrorKind::Protocol,
+        format!("unexpected pgoutput message order: {what}"),
+    )
+}
+
+#[async_trait]
+impl CdcStream for PostgresCdcStream {
+    async fn next_batch(&mut self) -> Result<Option<CdcBatch>> {
+        let mut shutdown_deadline: Option<Instant> = None;
+        loop {
+            let between_transactions = self.open.is_none();
+            if between_transactions && self.pending_transactions > 0 {
+                let filled = self.fill_deadline().is_some_and(|d| Instant::now() >= d);
+                if self.batch_full() || filled || shutdown_deadline.is_some() {
+                    return self.take_batch();
+                }
+            }
+            if shutdown_deadline.is_some() && between_transactions {
+                return Ok(None);
+            }
+
+            let status_due = self.last_status + self.batch.status_interval;
+            let mut wake = status_due;
+            if between_transactions {
+                if let Some(fill) = self.fill_deadline() {
+                    wake = wake.min(fill);
+                }
+            }
+            if let Some(deadline) = shutdown_deadline {
+                if Instant::now() >= deadline {
+                    return Err(Error::new(
+                        ErrorKind::Connection,
+                        "shutdown timed out in the middle of a transaction; nothing of it was stored \
+                         and it will be streamed again on restart",
+                    ));
+                }
+                wake = wake.min(deadline);
+            }
+
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled(), if shutdown_deadline.is_none() => {
+                    debug!("shutdown requested; finishing the transaction being received");
+                    shutdown_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
+                }
+                message = self.stream.next_message() => {
+                    match message? {
+                        Some(ReplicationMessage::XLogData { wal_end, data, .. }) => {
+                            self.received = self.received.max(wal_end);
+                            self.handle(&data).await?;
+                        }
+                        Some(ReplicationMessage::Keepalive { wal_end, reply_requested, .. }) => {
+                            self.received = self.received.max(wal_end);
+                            if self.open.is_none() && self.pending_transactions == 0 {
+                                self.empty_end = self.empty_end.max(wal_end);
+                            }
+                            if reply_requested {
+                                self.send_status(true).await?;
+                            }
+                        }
+                        None => {
+                            warn!("the server closed the replication connection");
+                            // Nothing unconfirmed is lost: the slot replays it.
+                            return Err(Error::new(
+                                ErrorKind::Connection,
+                                "the server closed the replication connection; restart the pipeline to \
+                                 resume from the last stored position",
+                            ));
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    if Instant::now() >= status_due {
+                        self.send_status(false).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn confirm_durable(&mut self, lsn: Lsn) -> Result<()> {
+        if lsn > self.confirmed {
+            self.confirmed = lsn;
+            self.send_status(false).await?;
+        }
+        Ok(())
+    }
+
+    async fn close(mut self) -> Result<()> {
+        let status = self.send_status(false).await;
+        self.stream.finish().await;
+        status
+    }
+}

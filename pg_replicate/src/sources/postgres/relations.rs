@@ -1,0 +1,110 @@
+//! Table schemas as the change stream knows them: learned at start-up from
+//! the catalog and updated from pgoutput Relation messages.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio_postgres::Client;
+
+use crate::postgres::catalog;
+use crate::postgres::pgoutput::RelationMessage;
+use crate::types::{ColumnSchema, ReplicaIdentity, TableId, TableName, TableSchema};
+use crate::{Error, ErrorKind, Result};
+
+pub(crate) struct RelationCache {
+    query: Client,
+    tables: HashMap<TableId, Arc<TableSchema>>,
+}
+
+impl RelationCache {
+    pub(crate) fn new(query: Client, tables: Vec<Arc<TableSchema>>) -> Self {
+        Self {
+            query,
+            tables: tables.into_iter().map(|t| (t.id, t)).collect(),
+        }
+    }
+
+    pub(crate) fn get(&self, id: TableId) -> Result<Arc<TableSchema>> {
+        self.tables
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| unknown_table(id))
+    }
+
+    /// Records a Relation message; returns the old and new schema when the
+    /// table's schema differs from what was known.
+    pub(crate) async fn apply(
+        &mut self,
+        relation: &RelationMessage<'_>,
+    ) -> Result<Option<(Arc<TableSchema>, Arc<TableSchema>)>> {
+        let id = TableId(relation.id);
+        let known = self.get(id)?;
+        let replica_identity =
+            ReplicaIdentity::from_code(relation.replica_identity).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Protocol,
+                    format!(
+                        "Relation message for {} has unknown replica identity {:?}",
+                        known.name, relation.replica_identity as char
+                    ),
+                )
+            })?;
+        let full = replica_identity == ReplicaIdentity::Full;
+        let same = known.name.schema == relation.namespace
+            && known.name.name == relation.name
+            && known.replica_identity == replica_identity
+            && known.columns.len() == relation.columns.len()
+            && known.columns.iter().zip(&relation.columns).all(|(k, r)| {
+                k.name == r.name
+                    && k.pg_type.oid == r.type_oid
+                    && k.pg_type.modifier == r.type_modifier
+                    && (full || k.identity == r.is_key())
+            });
+        if same {
+            return Ok(None);
+        }
+
+        let mut columns = Vec::with_capacity(relation.columns.len());
+        for column in &relation.columns {
+            let previous = known.columns.iter().find(|k| k.name == column.name);
+            let pg_type = match previous {
+                Some(p)
+                    if p.pg_type.oid == column.type_oid
+                        && p.pg_type.modifier == column.type_modifier =>
+                {
+                    p.pg_type.clone()
+                }
+                _ => catalog::pg_type(&self.query, column.type_oid, column.type_modifier).await?,
+            };
+            columns.push(ColumnSchema {
+                name: column.name.to_owned(),
+                pg_type,
+                nullable: previous.is_none_or(|p| p.nullable),
+                // Under FULL every column is flagged as key; keep the real key.
+                identity: if full {
+                    previous.is_some_and(|p| p.identity)
+                } else {
+                    column.is_key()
+                },
+            });
+        }
+        let new = Arc::new(TableSchema {
+            id,
+            name: TableName::new(relation.namespace, relation.name),
+            columns,
+            replica_identity,
+        });
+        self.tables.insert(id, new.clone());
+        Ok(Some((known, new)))
+    }
+}
+
+fn unknown_table(id: TableId) -> Error {
+    Error::new(
+        ErrorKind::Schema,
+        format!(
+            "the stream carries changes of table oid {id}, which was not part of the publication at \
+             start-up (added while the pipeline ran); restart the pipeline so it copies the table first"
+        ),
+    )
+}

@@ -1,0 +1,181 @@
+//! Helpers for pipeline tests: run a pipeline in the background, wait for a
+//! condition, compare the sink's tables with Postgres.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pg_replicate::pipeline::{BatchConfig, DataPipeline, PipelineAction, PipelineReport};
+use pg_replicate::sources::postgres::PostgresSource;
+use pg_replicate::Result;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::memory_sink::{MemorySink, Store};
+use crate::support::TestDb;
+
+/// A pipeline running in a background task.
+pub struct Running {
+    pub handle: JoinHandle<Result<PipelineReport>>,
+    pub cancel: CancellationToken,
+}
+
+impl Running {
+    /// Requests a graceful stop and waits for the result.
+    pub async fn stop(self) -> Result<PipelineReport> {
+        self.cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(60), self.handle)
+            .await
+            .expect("pipeline did not stop within 60 s")
+            .expect("pipeline task panicked")
+    }
+}
+
+/// Small batches and a short fill time keep tests quick.
+pub fn test_batch_config() -> BatchConfig {
+    BatchConfig {
+        max_rows: 1000,
+        max_bytes: 1 << 20,
+        max_fill: Duration::from_millis(50),
+        status_interval: Duration::from_secs(1),
+    }
+}
+
+/// Starts a pipeline from `db`'s publication into a memory sink on `store`.
+pub fn start(
+    db: &TestDb,
+    publication: &str,
+    slot: &str,
+    store: &Arc<Mutex<Store>>,
+    action: PipelineAction,
+) -> Running {
+    start_with(
+        db,
+        publication,
+        slot,
+        MemorySink::new(store.clone()),
+        action,
+    )
+}
+
+/// Like [`start`] with a prepared sink.
+pub fn start_with(
+    db: &TestDb,
+    publication: &str,
+    slot: &str,
+    sink: MemorySink,
+    action: PipelineAction,
+) -> Running {
+    let source = PostgresSource::new(db.config(), publication, slot);
+    let cancel = CancellationToken::new();
+    let mut pipeline = DataPipeline::new(source, sink, action)
+        .with_batch_config(test_batch_config())
+        .with_cancellation(cancel.clone());
+    let handle = tokio::spawn(async move { pipeline.start().await });
+    Running { handle, cancel }
+}
+
+/// Waits until `condition` holds, panicking with `what` after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Rows of a Postgres table as JSON objects (`row_to_json`).
+pub async fn pg_rows(db: &TestDb, table: &str) -> Vec<Value> {
+    let client = db.client().await;
+    let rows = client
+        .query(&format!("SELECT row_to_json(t)::text FROM {table} t"), &[])
+        .await
+        .unwrap();
+    let mut values: Vec<Value> = rows
+        .iter()
+        .map(|r| serde_json::from_str(r.get::<_, &str>(0)).unwrap())
+        .collect();
+    values.sort_by_key(|v| v.to_string());
+    values
+}
+
+/// The sink's rows of `table`, in the order [`pg_rows`] uses.
+pub fn sink_rows(store: &Arc<Mutex<Store>>, table: &str) -> Vec<Value> {
+    let mut rows = store.lock().unwrap().rows(table);
+    rows.sort_by_key(|v| v.to_string());
+    rows
+}
+
+/// Waits until the sink's copy of each table equals Postgres.
+pub async fn wait_converged(db: &TestDb, store: &Arc<Mutex<Store>>, tables: &[&str]) {
+    let start = Instant::now();
+    loop {
+        let mut diverged = None;
+        for table in tables {
+            let expected = pg_rows(db, table).await;
+            // The sink names tables `schema.name`, unquoted.
+            let actual = sink_rows(store, &table.replace('"', ""));
+            if expected != actual {
+                diverged = Some((table, expected, actual));
+                break;
+            }
+        }
+        let Some((table, expected, actual)) = diverged else {
+            return;
+        };
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{table} did not converge:\npostgres: {expected:?}\nsink:     {actual:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Lines of all runs with the given `op`.
+pub fn lines_with_op(store: &Arc<Mutex<Store>>, op: &str) -> Vec<Value> {
+    store
+        .lock()
+        .unwrap()
+        .all_lines()
+        .filter(|l| l["op"] == op)
+        .cloned()
+        .collect()
+}
+
+/// The slot's `confirmed_flush_lsn`.
+pub async fn confirmed_flush(db: &TestDb, slot: &str) -> Option<pg_replicate::types::Lsn> {
+    let client = db.client().await;
+    let row = client
+        .query_opt(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap()?;
+    row.get::<_, Option<String>>(0).map(|s| s.parse().unwrap())
+}
+
+/// Waits until no connection streams from `slot` (after a killed pipeline,
+/// the server notices the closed connection with a delay).
+pub async fn wait_slot_inactive(db: &TestDb, slot: &str) {
+    let client = db.client().await;
+    let start = Instant::now();
+    loop {
+        let active: bool = client
+            .query_one(
+                "SELECT coalesce(bool_or(active), false) FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if !active {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "slot {slot} stays active"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
