@@ -58,6 +58,23 @@ pub fn start(
     )
 }
 
+/// Starts a pipeline (backfill and CDC) and waits until it copied `tables`
+/// tables.
+pub async fn start_copied(
+    db: &TestDb,
+    publication: &str,
+    slot: &str,
+    store: &Arc<Mutex<Store>>,
+    tables: usize,
+) -> Running {
+    let running = start(db, publication, slot, store, PipelineAction::Both);
+    wait_until("the backfill", Duration::from_secs(30), || {
+        store.lock().unwrap().state.copied_tables.len() == tables
+    })
+    .await;
+    running
+}
+
 /// Like [`start`] with a prepared sink.
 pub fn start_with(
     db: &TestDb,
@@ -158,10 +175,15 @@ pub async fn confirmed_flush(db: &TestDb, slot: &str) -> Option<pg_replicate::ty
 /// Waits until no connection streams from `slot` (after a killed pipeline,
 /// the server notices the closed connection with a delay).
 pub async fn wait_slot_inactive(db: &TestDb, slot: &str) {
+    wait_slot_state(db, slot, false).await;
+}
+
+/// Waits until `slot` is (`active`) or is not in use.
+pub async fn wait_slot_state(db: &TestDb, slot: &str, active: bool) {
     let client = db.client().await;
     let start = Instant::now();
     loop {
-        let active: bool = client
+        let now: bool = client
             .query_one(
                 "SELECT coalesce(bool_or(active), false) FROM pg_replication_slots WHERE slot_name = $1",
                 &[&slot],
@@ -169,12 +191,13 @@ pub async fn wait_slot_inactive(db: &TestDb, slot: &str) {
             .await
             .unwrap()
             .get(0);
-        if !active {
+        if now == active {
             return;
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
-            "slot {slot} stays active"
+            "slot {slot} never became {}",
+            if active { "active" } else { "inactive" }
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

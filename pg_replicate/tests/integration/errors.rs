@@ -119,32 +119,13 @@ async fn slot_in_use_by_another_connection() {
     let store = Arc::new(Mutex::new(Store::default()));
     let running = start(&db, &publication, &slot, &store, PipelineAction::Both);
     // Wait until the first pipeline streams from the slot.
-    let client = db.client().await;
-    wait_until_async(&client, &slot).await;
+    wait_slot_state(&db, &slot, true).await;
     assert_error(
         run_once(db.config(), &publication, &slot).await,
         ErrorKind::SourceSetup,
         &[&slot, "in use"],
     );
     running.stop().await.unwrap();
-}
-
-async fn wait_until_async(client: &tokio_postgres::Client, slot: &str) {
-    for _ in 0..600 {
-        let active: bool = client
-            .query_one(
-                "SELECT coalesce(bool_or(active), false) FROM pg_replication_slots WHERE slot_name = $1",
-                &[&slot],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if active {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("slot {slot} never became active");
 }
 
 #[tokio::test]

@@ -28,11 +28,7 @@ async fn backfill_then_cdc_over_several_tables_and_schemas() {
     .await;
 
     let store = Arc::new(Mutex::new(Store::default()));
-    let running = start(&db, &publication, &slot, &store, PipelineAction::Both);
-    wait_until("the backfill", Duration::from_secs(30), || {
-        store.lock().unwrap().state.copied_tables.len() == 3
-    })
-    .await;
+    let running = start_copied(&db, &publication, &slot, &store, 3).await;
     assert_eq!(lines_with_op(&store, "copy").len(), 250 + 40 + 2);
 
     db.execute(
@@ -94,11 +90,7 @@ async fn transaction_over_many_tables_keeps_commit_order() {
     db.execute(&ddl).await;
 
     let store = Arc::new(Mutex::new(Store::default()));
-    let running = start(&db, &publication, &slot, &store, PipelineAction::Both);
-    wait_until("the backfill", Duration::from_secs(30), || {
-        store.lock().unwrap().state.copied_tables.len() == 6
-    })
-    .await;
+    let running = start_copied(&db, &publication, &slot, &store, 6).await;
 
     let mut txn = String::from("BEGIN;");
     for i in 0..60 {
@@ -146,11 +138,7 @@ async fn unchanged_toast_is_marked_not_null() {
     ))
     .await;
     let store = Arc::new(Mutex::new(Store::default()));
-    let running = start(&db, &publication, &slot, &store, PipelineAction::Both);
-    wait_until("the backfill", Duration::from_secs(30), || {
-        store.lock().unwrap().state.copied_tables.len() == 1
-    })
-    .await;
+    let running = start_copied(&db, &publication, &slot, &store, 1).await;
     // ~64 kB of poorly compressible text is stored out of line (TOAST).
     db.execute(
         "INSERT INTO docs SELECT 1, string_agg(md5(g::text || random()::text), ''), 0 FROM generate_series(1, 2000) g;
@@ -181,11 +169,7 @@ async fn replica_identity_full_sends_whole_old_rows() {
     ))
     .await;
     let store = Arc::new(Mutex::new(Store::default()));
-    let running = start(&db, &publication, &slot, &store, PipelineAction::Both);
-    wait_until("the backfill", Duration::from_secs(30), || {
-        store.lock().unwrap().state.copied_tables.len() == 1
-    })
-    .await;
+    let running = start_copied(&db, &publication, &slot, &store, 1).await;
     db.execute(
         "UPDATE logs SET level = 5 WHERE host = 'a';
          DELETE FROM logs WHERE host = 'b';",
@@ -220,11 +204,7 @@ async fn restart_resumes_without_recopying_or_reapplying() {
     let store = Arc::new(Mutex::new(Store::default()));
 
     // Run 1: backfill and some changes, then a graceful stop.
-    let running = start(&db, &publication, &slot, &store, PipelineAction::Both);
-    wait_until("the backfill", Duration::from_secs(30), || {
-        store.lock().unwrap().state.copied_tables.len() == 1
-    })
-    .await;
+    let running = start_copied(&db, &publication, &slot, &store, 1).await;
     db.execute("INSERT INTO kv SELECT g, 'w' || g FROM generate_series(101, 150) g;")
         .await;
     wait_converged(&db, &store, &["public.kv"]).await;
@@ -329,4 +309,70 @@ async fn interrupted_backfill_copies_only_the_missing_tables() {
         .filter(|l| l["table"] == "public.b" && l["op"] != "copy")
         .count();
     assert_eq!(b_changes, 1, "only the insert of 32 after the copy");
+}
+
+#[tokio::test]
+async fn replica_identity_index_sends_the_index_columns_as_old_key() {
+    let db = fresh_database("identity_index").await;
+    let publication = db.unique_name("pub");
+    let slot = db.unique_name("slot");
+    db.execute(&format!(
+        "CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL, name text);
+         CREATE UNIQUE INDEX users_email ON users (email);
+         ALTER TABLE users REPLICA IDENTITY USING INDEX users_email;
+         INSERT INTO users VALUES (1, 'a@x', 'A'), (2, 'b@x', 'B');
+         CREATE PUBLICATION {publication} FOR TABLE users;"
+    ))
+    .await;
+    let store = Arc::new(Mutex::new(Store::default()));
+    let running = start_copied(&db, &publication, &slot, &store, 1).await;
+    db.execute(
+        "UPDATE users SET email = 'a2@x' WHERE id = 1;
+         UPDATE users SET name = 'BB' WHERE id = 2;
+         DELETE FROM users WHERE id = 2;",
+    )
+    .await;
+    wait_converged(&db, &store, &["public.users"]).await;
+    let updates = lines_with_op(&store, "update");
+    assert_eq!(
+        updates[0]["old"],
+        json!({"email": "a@x"}),
+        "key change sends the old index key"
+    );
+    assert!(
+        updates[1].get("old").is_none(),
+        "an update keeping the key sends no old key"
+    );
+    let delete = lines_with_op(&store, "delete").pop().unwrap();
+    assert_eq!(delete["old"], json!({"email": "b@x"}));
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn replica_identity_nothing_is_refused_when_updates_are_published() {
+    let db = fresh_database("identity_nothing").await;
+    let publication = db.unique_name("pub");
+    let insert_only = db.unique_name("pub_ins");
+    let slot = db.unique_name("slot");
+    db.execute(&format!(
+        "CREATE TABLE audit (id int PRIMARY KEY, what text);
+         ALTER TABLE audit REPLICA IDENTITY NOTHING;
+         INSERT INTO audit VALUES (1, 'x');
+         CREATE PUBLICATION {publication} FOR TABLE audit;
+         CREATE PUBLICATION {insert_only} FOR TABLE audit WITH (publish = 'insert');"
+    ))
+    .await;
+    let store = Arc::new(Mutex::new(Store::default()));
+    let error = start(&db, &publication, &slot, &store, PipelineAction::Both)
+        .handle
+        .await
+        .unwrap()
+        .expect_err("no identity for published updates");
+    assert!(error.to_string().contains("public.audit"), "{error}");
+
+    // Publishing only inserts, the same table replicates.
+    let running = start(&db, &insert_only, &slot, &store, PipelineAction::Both);
+    db.execute("INSERT INTO audit VALUES (2, 'y');").await;
+    wait_converged(&db, &store, &["public.audit"]).await;
+    running.stop().await.unwrap();
 }

@@ -108,11 +108,7 @@ async fn every_type_is_exact_and_identical_in_copy_and_stream() {
     .await;
 
     let store = Arc::new(Mutex::new(Store::default()));
-    let running = start(&db, &publication, &slot, &store, PipelineAction::Both);
-    wait_until("the backfill", Duration::from_secs(30), || {
-        store.lock().unwrap().state.copied_tables.len() == 1
-    })
-    .await;
+    let running = start_copied(&db, &publication, &slot, &store, 1).await;
     // The same values again, now through the change stream.
     db.execute(&format!(
         "INSERT INTO all_types (id, {list}) SELECT id + 100, {list} FROM all_types;"

@@ -77,24 +77,12 @@ pub fn write_value(out: &mut Vec<u8>, field: &Field, array: &dyn Array, row: usi
         DataType::UInt64 => write_int(out, downcast::<UInt64Array>(array).map(|a| a.value(row))),
         DataType::Float32 => {
             if let Some(v) = downcast::<Float32Array>(array).map(|a| a.value(row)) {
-                write_float(
-                    out,
-                    v.is_finite()
-                        .then(|| ryu::Buffer::new().format(v).to_owned()),
-                    v.is_nan(),
-                    v > 0.0,
-                );
+                write_float(out, v);
             }
         }
         DataType::Float64 => {
             if let Some(v) = downcast::<Float64Array>(array).map(|a| a.value(row)) {
-                write_float(
-                    out,
-                    v.is_finite()
-                        .then(|| ryu::Buffer::new().format(v).to_owned()),
-                    v.is_nan(),
-                    v > 0.0,
-                );
+                write_float(out, v);
             }
         }
         DataType::Decimal128(_, scale) => {
@@ -208,12 +196,21 @@ fn write_int<T: itoa::Integer>(out: &mut Vec<u8>, value: Option<T>) {
     }
 }
 
-fn write_float(out: &mut Vec<u8>, finite: Option<String>, nan: bool, positive: bool) {
-    match finite {
-        Some(text) => out.extend_from_slice(text.as_bytes()),
-        None if nan => out.extend_from_slice(b"\"NaN\""),
-        None if positive => out.extend_from_slice(b"\"Infinity\""),
-        None => out.extend_from_slice(b"\"-Infinity\""),
+/// A finite float as its shortest round-trip text; NaN and infinities as
+/// strings (JSON has no literal for them).
+fn write_float<F: ryu::Float + Into<f64>>(out: &mut Vec<u8>, value: F) {
+    let wide: f64 = value.into();
+    if wide.is_nan() {
+        out.extend_from_slice(b"\"NaN\"");
+    } else if wide.is_infinite() {
+        let text: &[u8] = if wide > 0.0 {
+            b"\"Infinity\""
+        } else {
+            b"\"-Infinity\""
+        };
+        out.extend_from_slice(text);
+    } else {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(value).as_bytes());
     }
 }
 

@@ -142,22 +142,12 @@ impl<W: Write + Send> StdoutSink<W> {
         let bitmap = (!unchanged.is_null(row)).then(|| unchanged.value(row));
         let schema = batch.schema();
         if op != ChangeOp::Delete {
-            self.line.extend_from_slice(b",\"row\":{");
-            let mut first = true;
-            for (i, _) in table.columns.iter().enumerate() {
-                if bitmap.is_some_and(|b| is_unchanged(b, i)) {
-                    continue;
-                }
-                if !first {
-                    self.line.push(b',');
-                }
-                first = false;
-                let field = schema.field(i);
-                write_str(&mut self.line, field.name());
-                self.line.push(b':');
-                write_value(&mut self.line, field, batch.column(i).as_ref(), row);
-            }
-            self.line.push(b'}');
+            self.line.extend_from_slice(b",\"row\":");
+            let columns = batch.columns();
+            let table_columns = table.columns.len();
+            write_object(&mut self.line, schema.fields(), columns, row, |i| {
+                i < table_columns && !bitmap.is_some_and(|b| is_unchanged(b, i))
+            });
             if let Some(bitmap) = bitmap {
                 self.line.extend_from_slice(b",\"unchanged\":[");
                 let names = table
@@ -177,26 +167,40 @@ impl<W: Write + Send> StdoutSink<W> {
         let old = column(batch, OLD_COLUMN)?.as_struct();
         if !old.is_null(row) {
             let key_only = table.replica_identity != ReplicaIdentity::Full;
-            self.line.extend_from_slice(b",\"old\":{");
-            let mut first = true;
-            for (i, c) in table.columns.iter().enumerate() {
-                if key_only && !c.identity {
-                    continue;
-                }
-                if !first {
-                    self.line.push(b',');
-                }
-                first = false;
-                let field = schema.field(i);
-                write_str(&mut self.line, field.name());
-                self.line.push(b':');
-                write_value(&mut self.line, field, old.column(i).as_ref(), row);
-            }
-            self.line.push(b'}');
+            self.line.extend_from_slice(b",\"old\":");
+            write_object(&mut self.line, old.fields(), old.columns(), row, |i| {
+                !key_only || table.columns.get(i).is_some_and(|c| c.identity)
+            });
         }
         self.line.push(b'}');
         self.emit()
     }
+}
+
+/// Writes row `row` of `columns` as a JSON object, keeping the columns
+/// `include` accepts (by index; the fields name the table's columns first).
+fn write_object(
+    out: &mut Vec<u8>,
+    fields: &arrow::datatypes::Fields,
+    columns: &[arrow::array::ArrayRef],
+    row: usize,
+    include: impl Fn(usize) -> bool,
+) {
+    out.push(b'{');
+    let mut first = true;
+    for (i, (field, column)) in fields.iter().zip(columns).enumerate() {
+        if !include(i) {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_str(out, field.name());
+        out.push(b':');
+        write_value(out, field, column.as_ref(), row);
+    }
+    out.push(b'}');
 }
 
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Arc<dyn Array>> {
@@ -234,16 +238,11 @@ impl<W: Write + Send> Sink for StdoutSink<W> {
         let schema = rows.schema();
         for row in 0..rows.num_rows() {
             self.start_line("copy", table);
-            self.line.extend_from_slice(b",\"row\":{");
-            for (i, field) in schema.fields().iter().enumerate() {
-                if i > 0 {
-                    self.line.push(b',');
-                }
-                write_str(&mut self.line, field.name());
-                self.line.push(b':');
-                write_value(&mut self.line, field, rows.column(i).as_ref(), row);
-            }
-            self.line.extend_from_slice(b"}}");
+            self.line.extend_from_slice(b",\"row\":");
+            write_object(&mut self.line, schema.fields(), rows.columns(), row, |_| {
+                true
+            });
+            self.line.push(b'}');
             self.emit()?;
         }
         Ok(())

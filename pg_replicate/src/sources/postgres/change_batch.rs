@@ -13,7 +13,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::postgres::pgoutput::{TupleData, TupleValue};
 use crate::types::change::{change_arrow_schema, ChangeOp, OLD_COLUMN};
-use crate::types::values::ColumnBuilder;
+use crate::types::values::{ColumnBuilder, ValueError};
 use crate::types::{Lsn, TableSchema};
 use crate::{Error, ErrorKind, Result};
 
@@ -99,11 +99,7 @@ impl ChangeBatchBuilder {
                             self.unchanged_scratch[index / 8] |= 1 << (index % 8);
                             any_unchanged = true;
                         }
-                        TupleValue::Text(text) => builder
-                            .append_text(text)
-                            .map_err(|e| value_error(&self.table, index, e))?,
-                        TupleValue::Binary(bytes) => builder
-                            .append_binary(bytes)
+                        value => append_value(builder, value)
                             .map_err(|e| value_error(&self.table, index, e))?,
                     }
                 }
@@ -141,15 +137,7 @@ impl ChangeBatchBuilder {
                 for (index, (value, builder)) in
                     tuple.iter().zip(old_builders.iter_mut()).enumerate()
                 {
-                    match value {
-                        TupleValue::Null | TupleValue::UnchangedToast => builder.append_null(),
-                        TupleValue::Text(text) => builder
-                            .append_text(text)
-                            .map_err(|e| value_error(&self.table, index, e))?,
-                        TupleValue::Binary(bytes) => builder
-                            .append_binary(bytes)
-                            .map_err(|e| value_error(&self.table, index, e))?,
-                    }
+                    append_value(builder, value).map_err(|e| value_error(&self.table, index, e))?;
                 }
                 self.old_validity.append_non_null();
             }
@@ -225,6 +213,20 @@ impl ChangeBatchBuilder {
         columns.push(old);
         self.rows = 0;
         RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| arrow_error(&self.table, e))
+    }
+}
+
+/// Appends one tuple value; an unchanged TOAST value has no place in an old
+/// image and is stored as NULL (the new image marks it separately).
+#[inline]
+fn append_value(builder: &mut ColumnBuilder, value: TupleValue<'_>) -> Result<(), ValueError> {
+    match value {
+        TupleValue::Null | TupleValue::UnchangedToast => {
+            builder.append_null();
+            Ok(())
+        }
+        TupleValue::Text(text) => builder.append_text(text),
+        TupleValue::Binary(bytes) => builder.append_binary(bytes),
     }
 }
 
