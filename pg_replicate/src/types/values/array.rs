@@ -51,9 +51,11 @@ pub(crate) struct ListBuilder {
 }
 
 fn read_i32(value: &[u8], at: &mut usize) -> DecodeResult<i32> {
-    let bytes = value.get(*at..*at + 4).ok_or(TRUNCATED)?;
+    let Some(&[b0, b1, b2, b3]) = value.get(*at..*at + 4) else {
+        return Err(TRUNCATED);
+    };
     *at += 4;
-    Ok(i32::from_be_bytes(bytes.try_into().expect("4 bytes")))
+    Ok(i32::from_be_bytes([b0, b1, b2, b3]))
 }
 
 impl ListBuilder {
@@ -86,7 +88,8 @@ impl ListBuilder {
 
     /// Appends a NULL array.
     pub(crate) fn append_null(&mut self) {
-        let end = *self.offsets.last().expect("offsets start with 0");
+        // `offsets` always starts with 0, so it is never empty.
+        let end = self.offsets.last().copied().unwrap_or(0);
         self.offsets.push(end);
         self.nulls.append_null();
     }
@@ -104,7 +107,7 @@ impl ListBuilder {
     /// committed arrays are set aside (rare path; costs a copy).
     #[cold]
     fn rollback(&mut self) {
-        let committed = *self.offsets.last().expect("offsets start with 0") as usize - self.chunked;
+        let committed = self.offsets.last().copied().unwrap_or(0) as usize - self.chunked;
         if self.values.len() == committed {
             return;
         }

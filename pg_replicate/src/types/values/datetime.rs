@@ -272,9 +272,10 @@ pub(crate) fn timestamp_from_text(value: &[u8], with_offset: bool) -> DecodeResu
 /// Binary interval → MonthDayNano.
 pub(crate) fn interval_from_binary(value: &[u8]) -> DecodeResult<IntervalMonthDayNano> {
     let bytes: [u8; 16] = be_bytes(value, "interval is not 16 bytes")?;
-    let micros = i64::from_be_bytes(bytes[0..8].try_into().expect("8 bytes"));
-    let days = i32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    let months = i32::from_be_bytes(bytes[12..16].try_into().expect("4 bytes"));
+    let [m0, m1, m2, m3, m4, m5, m6, m7, d0, d1, d2, d3, o0, o1, o2, o3] = bytes;
+    let micros = i64::from_be_bytes([m0, m1, m2, m3, m4, m5, m6, m7]);
+    let days = i32::from_be_bytes([d0, d1, d2, d3]);
+    let months = i32::from_be_bytes([o0, o1, o2, o3]);
     let nanoseconds = micros.checked_mul(1000).ok_or(INTERVAL_RANGE)?;
     Ok(IntervalMonthDayNano::new(months, days, nanoseconds))
 }

@@ -197,8 +197,9 @@ impl ScalarBuilder {
             Self::Text(b) | Self::Char(b) => b.append_value(text::utf8(value)?),
             Self::Bytea(b) => {
                 let parsed = text::bytea_text(value)?;
+                // Writing into the builder's memory cannot fail.
                 text::decode_bytea(parsed, |chunk| {
-                    b.write_all(chunk).expect("writing to memory cannot fail")
+                    let _ = b.write_all(chunk);
                 });
                 // Closes the value written above.
                 b.append_value(b"");
