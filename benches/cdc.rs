@@ -45,40 +45,10 @@ fn main() {
         .unwrap_or_else(|e| panic!("set-up failed: {e}"));
 
     eprintln!("generating {total} change events ...");
-    let mut script = String::new();
-    for k in 0..inserts / TRANSACTION_ROWS {
-        let (from, to) = (k * TRANSACTION_ROWS + 1, (k + 1) * TRANSACTION_ROWS);
-        writeln!(
-            script,
-            "INSERT INTO c SELECT {MIXED_TABLE_VALUES} FROM generate_series({from}, {to}) g;"
-        )
-        .unwrap();
-    }
-    for k in 0..updates / TRANSACTION_ROWS {
-        let (from, to) = (k * TRANSACTION_ROWS + 1, (k + 1) * TRANSACTION_ROWS);
-        writeln!(
-            script,
-            "UPDATE c SET i = i + 1, s = s || 'x' WHERE id BETWEEN {from} AND {to};"
-        )
-        .unwrap();
-    }
-    for k in 0..deletes / TRANSACTION_ROWS {
-        let (from, to) = (
-            inserts - (k + 1) * TRANSACTION_ROWS + 1,
-            inserts - k * TRANSACTION_ROWS,
-        );
-        writeln!(script, "DELETE FROM c WHERE id BETWEEN {from} AND {to};").unwrap();
-    }
-    let script_path = cluster
-        .data_dir()
-        .parent()
-        .unwrap_or(cluster.data_dir())
-        .join("bench_changes.sql");
-    std::fs::write(&script_path, script).unwrap();
-    time_command(
-        client_command(&cluster, "psql", "127.0.0.1")
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
-            .arg(&script_path),
+    run_script(
+        &cluster,
+        "bench_changes.sql",
+        &change_script("c", inserts, updates, deletes, TRANSACTION_ROWS),
     );
     let end_lsn = cluster
         .psql("bench", "SELECT pg_current_wal_lsn()")

@@ -213,3 +213,152 @@ pub const MIXED_TABLE_VALUES: &str = "g, (g % 100000)::int, g * 0.25, (g % 10000
     md5(g::text) || 'abcdefgh', '2024-01-01 00:00:00+00'::timestamptz + g * interval '1 second', \
     g % 2 = 0, jsonb_build_object('id', g, 'name', 'item ' || g, 'tags', jsonb_build_array('a', 'b')), \
     gen_random_uuid()";
+
+/// SQL that makes `inserts` inserts, then `updates` updates and `deletes`
+/// deletes of the mixed-type table `table`, in transactions of `per_tx` rows
+/// (one statement each, for `psql -f` in autocommit mode).
+pub fn change_script(table: &str, inserts: u64, updates: u64, deletes: u64, per_tx: u64) -> String {
+    use std::fmt::Write as _;
+    let mut script = String::new();
+    for k in 0..inserts / per_tx {
+        let (from, to) = (k * per_tx + 1, (k + 1) * per_tx);
+        let _ = writeln!(
+            script,
+            "INSERT INTO {table} SELECT {MIXED_TABLE_VALUES} FROM generate_series({from}, {to}) g;"
+        );
+    }
+    for k in 0..updates / per_tx {
+        let (from, to) = (k * per_tx + 1, (k + 1) * per_tx);
+        let _ = writeln!(
+            script,
+            "UPDATE {table} SET i = i + 1, s = s || 'x' WHERE id BETWEEN {from} AND {to};"
+        );
+    }
+    for k in 0..deletes / per_tx {
+        let (from, to) = (inserts - (k + 1) * per_tx + 1, inserts - k * per_tx);
+        let _ = writeln!(
+            script,
+            "DELETE FROM {table} WHERE id BETWEEN {from} AND {to};"
+        );
+    }
+    script
+}
+
+/// Runs an SQL script file through `psql -f` (autocommit: one transaction
+/// per statement).
+pub fn run_script(
+    cluster: &pg_replicate::postgres::throwaway::ThrowawayCluster,
+    name: &str,
+    script: &str,
+) -> Duration {
+    let path = cluster
+        .data_dir()
+        .parent()
+        .unwrap_or(cluster.data_dir())
+        .join(name);
+    std::fs::write(&path, script)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    time_command(
+        client_command(cluster, "psql", "127.0.0.1")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
+            .arg(&path),
+    )
+}
+
+/// Forwards to `inner`, counts row changes, records each change's lag
+/// (stored − committed) and stops the pipeline after `stop_after` changes.
+pub struct CountingSink<S> {
+    /// The sink that stores.
+    pub inner: S,
+    /// Row changes stored.
+    pub changes: u64,
+    /// Lag of every stored change, in microseconds.
+    pub lags_micros: Vec<i64>,
+    /// Stop the pipeline once this many changes were stored.
+    pub stop_after: Option<(u64, CancellationToken)>,
+}
+
+impl<S> CountingSink<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            changes: 0,
+            lags_micros: Vec::new(),
+            stop_after: None,
+        }
+    }
+}
+
+#[async_trait]
+impl<S: Sink> Sink for CountingSink<S> {
+    async fn resumption_state(&mut self) -> Result<ResumptionState> {
+        self.inner.resumption_state().await
+    }
+
+    async fn write_table_schemas(&mut self, tables: &[Arc<TableSchema>]) -> Result<()> {
+        self.inner.write_table_schemas(tables).await
+    }
+
+    async fn begin_table_copy(&mut self, table: &Arc<TableSchema>) -> Result<()> {
+        self.inner.begin_table_copy(table).await
+    }
+
+    async fn write_table_rows(
+        &mut self,
+        table: &Arc<TableSchema>,
+        rows: RecordBatch,
+    ) -> Result<()> {
+        self.inner.write_table_rows(table, rows).await
+    }
+
+    async fn end_table_copy(&mut self, table: &Arc<TableSchema>, snapshot_lsn: Lsn) -> Result<()> {
+        self.inner.end_table_copy(table, snapshot_lsn).await
+    }
+
+    async fn write_cdc_batch(&mut self, batch: CdcBatch) -> Result<Lsn> {
+        use arrow::array::AsArray;
+        use arrow::datatypes::TimestampMicrosecondType;
+        let mut commit_times = Vec::new();
+        for event in &batch.events {
+            if let CdcEvent::Changes(changes) = event {
+                self.changes += changes.batch.num_rows() as u64;
+                if let Some(times) = changes
+                    .batch
+                    .column_by_name(pg_replicate::types::change::COMMIT_TIME_COLUMN)
+                {
+                    commit_times.extend(
+                        times
+                            .as_primitive::<TimestampMicrosecondType>()
+                            .values()
+                            .iter()
+                            .copied(),
+                    );
+                }
+            }
+        }
+        let durable = self.inner.write_cdc_batch(batch).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or_default();
+        self.lags_micros
+            .extend(commit_times.iter().map(|t| now - t));
+        if let Some((expected, cancel)) = &self.stop_after {
+            if self.changes >= *expected {
+                cancel.cancel();
+            }
+        }
+        Ok(durable)
+    }
+}
+
+/// The `p`-th percentile (0–100) of `values`, sorted in place.
+pub fn percentile(values: &mut [i64], p: f64) -> i64 {
+    if values.is_empty() {
+        return 0;
+    }
+    values.sort_unstable();
+    let index = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
+    values[index.min(values.len() - 1)]
+}

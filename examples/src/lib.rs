@@ -1,5 +1,10 @@
 //! Pieces shared by the example pipelines in this folder: connection
-//! options, logging set-up and Ctrl-C handling.
+//! options, logging set-up, Ctrl-C handling and a progress-reporting sink
+//! wrapper.
+
+mod progress;
+
+pub use progress::ProgressSink;
 
 use clap::Args;
 use pg_replicate::postgres::{PgConnectionConfig, SslMode};

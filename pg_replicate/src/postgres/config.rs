@@ -68,6 +68,123 @@ impl PgConnectionConfig {
     }
 }
 
+impl PgConnectionConfig {
+    /// Parses a libpq-style URL:
+    /// `postgresql://user:password@host:port/dbname?sslmode=require&sslrootcert=/path`
+    /// (also `postgres://`). Missing parts default to user `postgres`, host
+    /// `localhost`, port 5432, the user name as database, `sslmode=prefer`.
+    /// Percent-escapes are decoded; `host=/dir` in the query names a Unix
+    /// socket directory.
+    pub fn from_url(url: &str) -> Result<Self, crate::Error> {
+        let bad = |why: &str| {
+            crate::Error::new(
+                crate::ErrorKind::Config,
+                format!(
+                    "invalid connection URL ({why}); expected postgresql://user:password@host:port/dbname"
+                ),
+            )
+        };
+        let rest = url
+            .strip_prefix("postgresql://")
+            .or_else(|| url.strip_prefix("postgres://"))
+            .ok_or_else(|| bad("it must start with postgresql://"))?;
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, dbname) = rest.split_once('/').unwrap_or((rest, ""));
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((userinfo, hostport)) => (Some(userinfo), hostport),
+            None => (None, authority),
+        };
+        let (username, password) = match userinfo {
+            Some(info) => match info.split_once(':') {
+                Some((user, password)) => (percent_decode(user)?, Some(percent_decode(password)?)),
+                None => (percent_decode(info)?, None),
+            },
+            None => ("postgres".to_owned(), None),
+        };
+        let parse_port = |port: &str| {
+            port.parse::<u16>()
+                .map_err(|_| bad("the port is not a number"))
+        };
+        let (host, port) = if let Some(bracketed) = hostport.strip_prefix('[') {
+            // IPv6 literal: [::1]:5432
+            let (host, after) = bracketed
+                .split_once(']')
+                .ok_or_else(|| bad("unclosed [ in the host"))?;
+            match after.strip_prefix(':') {
+                Some(port) => (host, parse_port(port)?),
+                None => (host, 5432),
+            }
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((host, port)) => (host, parse_port(port)?),
+                None => (hostport, 5432),
+            }
+        };
+        let mut config = PgConnectionConfig {
+            host: if host.is_empty() {
+                "localhost".to_owned()
+            } else {
+                percent_decode(host)?
+            },
+            port,
+            dbname: if dbname.is_empty() {
+                username.clone()
+            } else {
+                percent_decode(dbname)?
+            },
+            username,
+            password,
+            ssl_mode: SslMode::default(),
+            ssl_root_cert: None,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode(value)?;
+            match key {
+                "sslmode" => config.ssl_mode = value.parse().map_err(|e: String| bad(&e))?,
+                "sslrootcert" => config.ssl_root_cert = Some(PathBuf::from(value)),
+                "host" => config.host = value,
+                "port" => config.port = parse_port(&value)?,
+                "user" => config.username = value,
+                "password" => config.password = Some(value),
+                "dbname" => config.dbname = value,
+                _ => {}
+            }
+        }
+        Ok(config)
+    }
+}
+
+fn percent_decode(text: &str) -> Result<String, crate::Error> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    crate::Error::new(
+                        crate::ErrorKind::Config,
+                        "invalid percent-escape in the connection URL",
+                    )
+                })?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| {
+        crate::Error::new(
+            crate::ErrorKind::Config,
+            "the connection URL is not UTF-8 after decoding",
+        )
+    })
+}
+
 impl fmt::Debug for PgConnectionConfig {
     /// Never prints the password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -80,5 +197,50 @@ impl fmt::Debug for PgConnectionConfig {
             .field("ssl_mode", &self.ssl_mode)
             .field("ssl_root_cert", &self.ssl_root_cert)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let c = PgConnectionConfig::from_url(
+            "postgresql://rep%40x:p%3Ass@db.example:6543/app?sslmode=verify-full&sslrootcert=/ca.pem",
+        )
+        .unwrap();
+        assert_eq!(c.username, "rep@x");
+        assert_eq!(c.password.as_deref(), Some("p:ss"));
+        assert_eq!(
+            (c.host.as_str(), c.port, c.dbname.as_str()),
+            ("db.example", 6543, "app")
+        );
+        assert_eq!(c.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(c.ssl_root_cert, Some(PathBuf::from("/ca.pem")));
+
+        let c = PgConnectionConfig::from_url("postgresql://u@[::1]:5433/d").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("::1", 5433));
+
+        let c = PgConnectionConfig::from_url("postgres://localhost").unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.port, c.dbname.as_str()),
+            ("postgres", 5432, "postgres")
+        );
+        assert_eq!(c.password, None);
+
+        let c = PgConnectionConfig::from_url("postgresql:///db?host=/run/pg&port=5433").unwrap();
+        assert!(c.is_unix_socket());
+        assert_eq!((c.port, c.dbname.as_str()), (5433, "db"));
+
+        for bad in [
+            "mysql://x",
+            "postgresql://h:notaport/db",
+            "postgresql://h/db?sslmode=maybe",
+            "postgresql://h/%zz",
+        ] {
+            let error = PgConnectionConfig::from_url(bad).unwrap_err();
+            assert_eq!(error.kind(), crate::ErrorKind::Config, "{bad}");
+        }
     }
 }

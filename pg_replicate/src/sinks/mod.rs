@@ -6,6 +6,8 @@
 //! (repeatedly) and [`Sink::end_table_copy`], and then
 //! [`Sink::write_cdc_batch`] for every batch of changes.
 
+#[cfg(feature = "duckdb")]
+pub mod duckdb;
 pub mod stdout;
 
 use std::sync::Arc;

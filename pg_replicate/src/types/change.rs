@@ -169,7 +169,10 @@ pub enum CdcEvent {
     },
 }
 
-/// A unit of CDC delivery: whole committed transactions, in order.
+/// A unit of CDC delivery: whole committed transactions, in order. A batch
+/// may have no events: it then only moves the position forward past WAL
+/// that carried nothing for the sink (the sink stores `end_lsn` like any
+/// other batch's).
 #[derive(Clone, Debug)]
 pub struct CdcBatch {
     /// The events of the transactions, in commit order.

@@ -78,6 +78,16 @@ async fn harness_starts_cluster_and_creates_database() {
 }
 
 mod common;
+#[cfg(feature = "duckdb")]
+mod duckdb_cdc;
+#[cfg(feature = "duckdb")]
+mod duckdb_common;
+#[cfg(feature = "duckdb")]
+mod duckdb_files;
+#[cfg(feature = "duckdb")]
+mod duckdb_kill;
+#[cfg(feature = "duckdb")]
+mod duckdb_types;
 mod errors;
 mod memory_sink;
 mod pipeline;

@@ -152,16 +152,26 @@ impl PostgresCdcStream {
         Ok(Some(batch))
     }
 
-    async fn send_status(&mut self, reply_requested: bool) -> Result<()> {
-        // With nothing handed out unconfirmed and nothing buffered, the slot
-        // may move past transactions that carried nothing for the sink.
-        if self.confirmed >= self.handed_out
-            && self.open.is_none()
+    /// With everything handed out confirmed and nothing buffered, WAL that
+    /// carried nothing for the sink (unpublished tables, keepalives) is
+    /// handed out as an empty batch, so the sink records the position and
+    /// the slot can move on without ever passing what the sink stored.
+    fn take_idle_progress(&mut self) -> Option<CdcBatch> {
+        let idle = self.open.is_none()
             && self.pending_transactions == 0
-            && self.empty_end > self.confirmed
-        {
-            self.confirmed = self.empty_end;
-        }
+            && self.confirmed >= self.handed_out
+            && self.empty_end > self.handed_out;
+        idle.then(|| {
+            self.handed_out = self.empty_end;
+            CdcBatch {
+                events: Vec::new(),
+                end_lsn: self.empty_end,
+                transactions: 0,
+            }
+        })
+    }
+
+    async fn send_status(&mut self, reply_requested: bool) -> Result<()> {
         self.stream
             .send_status_update(
                 self.received,
@@ -438,6 +448,11 @@ impl CdcStream for PostgresCdcStream {
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {
                     if Instant::now() >= status_due {
+                        if let Some(progress) = self.take_idle_progress() {
+                            // Confirmed (and the status sent) once the sink stored it.
+                            self.last_status = Instant::now();
+                            return Ok(Some(progress));
+                        }
                         self.send_status(false).await?;
                     }
                 }

@@ -1,0 +1,168 @@
+//! DuckDB backfill benchmark: copies the mixed-type table into a DuckDB file
+//! with pg_replicate, next to DuckDB's own postgres scanner
+//! (`ATTACH … (TYPE postgres); CREATE TABLE t AS SELECT * FROM pg.public.t`,
+//! duckdb 1.5.5 from PyPI with its postgres-scanner extension wheel, loaded
+//! without downloads) in the same run.
+//!
+//! ```text
+//! cargo bench -p pg_replicate_benches --bench duckdb_backfill     # 5,000,000 rows
+//! BENCH_ROWS=500000 cargo bench -p pg_replicate_benches --bench duckdb_backfill
+//! ```
+//!
+//! The Python environment is created on first use in
+//! `~/.cache/pg_replicate/bench-venv` (pip needs the package registry once).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use pg_replicate::pipeline::{DataPipeline, PipelineAction};
+use pg_replicate::postgres::throwaway::ThrowawayRole;
+use pg_replicate::sinks::duckdb::{DuckDbMode, DuckDbSink, DuckDbSinkConfig};
+use pg_replicate::sources::postgres::PostgresSource;
+use pg_replicate::types::TableName;
+use pg_replicate_benches::*;
+
+const RUNS: usize = 2;
+const PINS: &[&str] = &[
+    "duckdb==1.5.5",
+    "duckdb-extension-postgres-scanner==1.5.5",
+    "duckdb-extensions==1.5.5",
+];
+
+fn cache_dir() -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    home.join(".cache/pg_replicate")
+}
+
+/// The Python interpreter of the benchmark's virtual environment.
+fn python() -> PathBuf {
+    let venv = cache_dir().join("bench-venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        eprintln!("creating {} ...", venv.display());
+        let status = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .expect("python3");
+        assert!(status.success(), "python3 -m venv failed");
+        let status = Command::new(venv.join("bin/pip"))
+            .args(["install", "-q"])
+            .args(PINS)
+            .status()
+            .expect("pip");
+        assert!(status.success(), "pip install {PINS:?} failed");
+    }
+    python
+}
+
+fn remove_db(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(path.with_extension("duckdb.wal"));
+}
+
+fn main() {
+    let rows = env_count("BENCH_ROWS", 5_000_000);
+    let python = python();
+    eprintln!("starting PostgreSQL and generating {rows} rows ...");
+    let cluster = start_cluster();
+    cluster
+        .psql(
+            "bench",
+            &format!(
+                "CREATE TABLE t ({MIXED_TABLE_COLUMNS});
+                 INSERT INTO t SELECT {MIXED_TABLE_VALUES} FROM generate_series(1, {rows}) g;
+                 VACUUM (FREEZE, ANALYZE) t; CHECKPOINT;"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("cannot generate data: {e}"));
+    let work = cluster
+        .data_dir()
+        .parent()
+        .unwrap_or(cluster.data_dir())
+        .to_path_buf();
+    let scanner_home = work.join("duckdb-home");
+    std::fs::create_dir_all(&scanner_home).unwrap();
+    let dsn = format!(
+        "host=127.0.0.1 port={} dbname=bench user={} password={}",
+        cluster.port(),
+        ThrowawayRole::Superuser.name(),
+        ThrowawayRole::Superuser.password()
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = cluster.connection_config("bench", ThrowawayRole::Superuser.name());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("reference/postgres_scanner.py");
+
+    let mut scanner_times = Vec::new();
+    let mut our_times = Vec::new();
+    for run in 0..=RUNS {
+        let scanner_file = work.join("scanner.duckdb");
+        remove_db(&scanner_file);
+        let output = Command::new(&python)
+            .arg(&script)
+            .arg(&dsn)
+            .arg(&scanner_file)
+            .env("HOME", &scanner_home)
+            .output()
+            .expect("python");
+        assert!(
+            output.status.success(),
+            "scanner failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let mut fields = stdout.split_whitespace();
+        let seconds: f64 = fields.next().and_then(|s| s.parse().ok()).expect("seconds");
+        let scanned: u64 = fields.next().and_then(|s| s.parse().ok()).expect("rows");
+        assert_eq!(scanned, rows);
+
+        let our_file = work.join("ours.duckdb");
+        remove_db(&our_file);
+        let elapsed = runtime.block_on(async {
+            let start = Instant::now();
+            let sink = DuckDbSink::open(DuckDbSinkConfig {
+                path: our_file.clone(),
+                mode: DuckDbMode::CurrentState,
+                identity: None,
+            })
+            .unwrap_or_else(|e| panic!("cannot open DuckDB: {e}"));
+            let source =
+                PostgresSource::for_tables(config.clone(), vec![TableName::new("public", "t")]);
+            let mut pipeline = DataPipeline::new(source, sink, PipelineAction::TableCopiesOnly);
+            let report = pipeline
+                .start()
+                .await
+                .unwrap_or_else(|e| panic!("backfill failed: {e}"));
+            assert_eq!(report.rows_copied, rows);
+            drop(pipeline);
+            start.elapsed()
+        });
+        if run > 0 {
+            scanner_times.push(Duration::from_secs_f64(seconds));
+            our_times.push(elapsed);
+        }
+    }
+    let best = |times: &[Duration]| times.iter().min().copied().unwrap_or_default();
+    print_table(
+        &format!("Backfill of {rows} mixed-type rows into a DuckDB file (best of {RUNS})"),
+        "rows",
+        &[
+            Measurement {
+                name: "DuckDB postgres scanner (CREATE TABLE AS)".into(),
+                count: rows,
+                bytes: None,
+                elapsed: best(&scanner_times),
+                peak_rss_mib: Some(peak_rss_children_mib()),
+            },
+            Measurement {
+                name: "pg_replicate → DuckDB sink".into(),
+                count: rows,
+                bytes: None,
+                elapsed: best(&our_times),
+                peak_rss_mib: Some(peak_rss_self_mib()),
+            },
+        ],
+    );
+}

@@ -1,0 +1,30 @@
+"""Reference for the DuckDB backfill benchmark: DuckDB's own postgres scanner.
+
+Usage: python postgres_scanner.py '<libpq dsn>' <duckdb file>
+Prints the seconds taken by ATTACH + CREATE TABLE t AS SELECT * FROM pg.public.t + CHECKPOINT.
+The extension is loaded from the duckdb-extension-postgres-scanner wheel (no download).
+"""
+
+import sys
+import time
+
+import duckdb
+import duckdb_extensions
+
+
+def main() -> None:
+    dsn, path = sys.argv[1], sys.argv[2]
+    con = duckdb.connect(path)
+    duckdb_extensions.import_extension("postgres_scanner", con=con)
+    con.execute("LOAD postgres_scanner")
+    start = time.perf_counter()
+    con.execute(f"ATTACH '{dsn}' AS pg (TYPE postgres, READ_ONLY)")
+    con.execute("CREATE TABLE t AS SELECT * FROM pg.public.t")
+    con.execute("CHECKPOINT")
+    elapsed = time.perf_counter() - start
+    rows = con.execute("SELECT count(*) FROM t").fetchone()[0]
+    print(f"{elapsed:.3f} {rows}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+//! [`DuckDbSinkConfig`]: where the DuckDB file is and what the sink keeps in
+//! it.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// What the sink maintains for every replicated table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DuckDbMode {
+    /// A table equal to the Postgres table (`"schema"."table"`): inserts,
+    /// updates and deletes are applied. The default.
+    #[default]
+    CurrentState,
+    /// Only an append-only change history per table
+    /// (`"schema"."table__history"`): one row per copied row and per
+    /// change, with the operation, commit LSN, commit time and sequence.
+    History,
+    /// Both the current-state table and the history table.
+    Both,
+}
+
+impl DuckDbMode {
+    /// Whether current-state tables are maintained.
+    pub fn current_state(self) -> bool {
+        matches!(self, Self::CurrentState | Self::Both)
+    }
+
+    /// Whether history tables are maintained.
+    pub fn history(self) -> bool {
+        matches!(self, Self::History | Self::Both)
+    }
+
+    /// The name stored in the state table: `current_state`, `history` or
+    /// `both`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CurrentState => "current_state",
+            Self::History => "history",
+            Self::Both => "both",
+        }
+    }
+
+    /// Parses [`DuckDbMode::as_str`]'s names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "current_state" => Some(Self::CurrentState),
+            "history" => Some(Self::History),
+            "both" => Some(Self::Both),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for DuckDbMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Configuration of a [`DuckDbSink`](super::DuckDbSink).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DuckDbSinkConfig {
+    /// The DuckDB database file; created when missing. The sink holds
+    /// DuckDB's exclusive lock on it while open.
+    pub path: PathBuf,
+    /// Current state, history or both.
+    pub mode: DuckDbMode,
+    /// Who writes this file, for example `"publication/slot"`. Stored in
+    /// the file by the first run; a later run with a different identity is
+    /// refused, so a file is never mixed with the data of another
+    /// replication stream. `None` skips the check (and stores nothing).
+    pub identity: Option<String>,
+}
+
+impl DuckDbSinkConfig {
+    /// A current-state sink writing `path`, without an identity check.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            mode: DuckDbMode::default(),
+            identity: None,
+        }
+    }
+
+    /// Sets the mode.
+    pub fn with_mode(mut self, mode: DuckDbMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets the identity stored in and checked against the file.
+    pub fn with_identity(mut self, identity: impl Into<String>) -> Self {
+        self.identity = Some(identity.into());
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_round_trip_and_say_what_they_keep() {
+        for mode in [
+            DuckDbMode::CurrentState,
+            DuckDbMode::History,
+            DuckDbMode::Both,
+        ] {
+            assert_eq!(DuckDbMode::from_name(mode.as_str()), Some(mode));
+        }
+        assert!(DuckDbMode::CurrentState.current_state() && !DuckDbMode::CurrentState.history());
+        assert!(!DuckDbMode::History.current_state() && DuckDbMode::History.history());
+        assert!(DuckDbMode::Both.current_state() && DuckDbMode::Both.history());
+        let config = DuckDbSinkConfig::new("x.duckdb").with_identity("pub/slot");
+        assert_eq!(config.identity.as_deref(), Some("pub/slot"));
+        assert_eq!(config.mode, DuckDbMode::CurrentState);
+    }
+}
