@@ -86,9 +86,7 @@ pub fn apply_changes(
             let stage = unkeyed_stage(&parts)?;
             stats.rounds = apply_unkeyed(conn, table, &parts, &stage)?;
         } else {
-            let t0 = std::time::Instant::now();
             let stage = keyed_stage(&parts)?;
-            eprintln!("T stage-build {:?}", t0.elapsed());
             stats.skipped = (parts.len() - stage.plan.applied()) as u64;
             stats.rounds = u64::from(stage.plan.rounds());
             apply_keyed(conn, table, &stage)?;
@@ -163,9 +161,7 @@ fn sql_error(table: &TableName, error: duckdb::Error) -> Error {
 
 /// Set-based apply of a keyed table's stage, round by round.
 fn apply_keyed(conn: &Connection, table: &TableSchema, stage: &Stage) -> Result<()> {
-    let t0 = std::time::Instant::now();
     load_stage(conn, table, stage)?;
-    eprintln!("T load-stage {:?}", t0.elapsed());
     let target = table.name.quoted();
     let keys = key_columns(table);
     let all: Vec<usize> = (0..table.columns.len()).collect();

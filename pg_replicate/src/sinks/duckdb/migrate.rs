@@ -3,12 +3,11 @@
 //! Columns are compared by name and DuckDB type. A column that Postgres
 //! added is added (existing rows get NULL), one it dropped is dropped, one
 //! whose type changed is converted with DuckDB's cast. When the key columns
-//! change, or DuckDB refuses an `ALTER` on a table with a primary key, the
-//! table is rebuilt (new table, rows copied over with casts, old table
-//! dropped) in the same transaction.
+//! or their types change, the table is rebuilt (new table, rows copied over
+//! with casts, old table dropped) in the same transaction.
 
 use duckdb::{params, Connection};
-use tracing::{debug, info};
+use tracing::info;
 
 use super::duck_error;
 use super::schema::{
@@ -123,27 +122,26 @@ pub fn ensure_history(conn: &Connection, table: &TableSchema) -> Result<()> {
     }
 }
 
-/// Converts an existing current-state table to `wanted`.
+/// Converts an existing current-state table to `wanted`: `ALTER`s when the
+/// key stays as it is, a rebuild when the key columns or their types
+/// change (DuckDB cannot alter indexed columns; and a failed statement
+/// would abort the transaction, so the choice is made beforehand).
 fn evolve(
     conn: &Connection,
     table: &TableSchema,
     current: &DuckTable,
     wanted: &DuckTable,
 ) -> Result<()> {
-    if current.key != wanted.key {
+    let key_retyped = wanted.key.iter().any(|k| {
+        let old = current.columns.iter().find(|(c, _)| c == k);
+        let new = wanted.columns.iter().find(|(c, _)| c == k);
+        old.map(|(_, t)| t) != new.map(|(_, t)| t)
+    });
+    if current.key != wanted.key || key_retyped {
         info!(table = %table.name, "key columns changed: rebuilding the DuckDB table");
         return rebuild(conn, table, current);
     }
-    // DuckDB refuses some ALTERs on tables with indexes (the primary key);
-    // the rebuild then does the same in one go. A savepoint-free retry is
-    // possible because a failed ALTER changes nothing.
-    match alter_columns(conn, &table.name, &current.columns, &wanted.columns) {
-        Err(error) if !current.key.is_empty() && error.kind() == ErrorKind::Sink => {
-            debug!(table = %table.name, %error, "ALTER refused: rebuilding the DuckDB table");
-            rebuild(conn, table, current)
-        }
-        other => other,
-    }
+    alter_columns(conn, &table.name, &current.columns, &wanted.columns)
 }
 
 /// Adds, drops and retypes columns of `name` from `current` to `wanted`.

@@ -349,9 +349,7 @@ impl Sink for DuckDbSink {
                 .execute_batch("BEGIN TRANSACTION")
                 .map_err(|e| duck_error("begin the transaction of a change batch", e))?;
             let applied = self.apply_batch(&batch);
-            let t0 = std::time::Instant::now();
             let applied = applied.and_then(|()| commit(&self.conn, "store a change batch"));
-            eprintln!("T commit {:?}", t0.elapsed());
             if let Err(error) = applied {
                 rollback(&self.conn);
                 self.tables = before;

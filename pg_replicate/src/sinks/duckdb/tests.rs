@@ -587,6 +587,37 @@ async fn schema_changes_add_drop_and_retype_columns() {
         sink.resumption_state().await.unwrap().last_lsn,
         Some(Lsn(21))
     );
+
+    // A new key (id, t), id now bigint: the table is rebuilt, rows kept.
+    let mut rekeyed = (*new).clone();
+    rekeyed.columns[1].identity = true;
+    rekeyed.columns[0] = column("id", 20, "bigint", true);
+    sink.write_cdc_batch(cdc(
+        vec![CdcEvent::SchemaChange {
+            old: new.clone(),
+            new: Arc::new(rekeyed),
+        }],
+        41,
+    ))
+    .await
+    .unwrap();
+    let key: Vec<String> = reader
+        .connection()
+        .prepare(
+            "SELECT unnest(constraint_column_names) FROM duckdb_constraints() \
+             WHERE table_name = 'evolving' AND constraint_type = 'PRIMARY KEY'",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<duckdb::Result<_>>()
+        .unwrap();
+    assert_eq!(key, ["id", "t"]);
+    let count: i64 = reader
+        .connection()
+        .query_row("SELECT count(*) FROM public.evolving", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 2);
 }
 
 #[tokio::test]
