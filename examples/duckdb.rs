@@ -14,12 +14,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use pg_replicate::pipeline::{DataPipeline, PipelineAction};
+use clap::{Parser, ValueEnum};
+use pg_replicate::pipeline::DataPipeline;
 use pg_replicate::sinks::duckdb::{DuckDbMode, DuckDbSink, DuckDbSinkConfig};
-use pg_replicate::sources::postgres::PostgresSource;
-use pg_replicate::types::TableName;
-use pg_replicate_examples::{init_logging, shutdown_on_signal, DbArgs, ProgressSink};
+use pg_replicate_examples::{init_logging, shutdown_on_signal, Command, DbArgs, ProgressSink};
 
 /// Replicate a Postgres database into a DuckDB file.
 #[derive(Parser, Debug)]
@@ -45,27 +43,6 @@ enum Mode {
     Both,
 }
 
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Copy the publication's tables, then apply every committed change.
-    Cdc {
-        /// Publication naming the tables to replicate.
-        publication: String,
-        /// Logical replication slot to stream from (created when missing).
-        slot_name: String,
-        /// Skip the initial copy; stream changes only.
-        #[arg(long)]
-        no_backfill: bool,
-    },
-    /// Copy one table and exit.
-    CopyTable {
-        /// The table's schema.
-        schema: String,
-        /// The table's name.
-        name: String,
-    },
-}
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     init_logging();
@@ -87,30 +64,7 @@ async fn run(cli: Cli) -> Result<(), pg_replicate::Error> {
         Mode::Both => DuckDbMode::Both,
     };
     let cancel = shutdown_on_signal();
-    let (source, action, identity) = match cli.command {
-        Command::Cdc {
-            publication,
-            slot_name,
-            no_backfill,
-        } => {
-            let identity = format!("{publication}/{slot_name}");
-            let action = if no_backfill {
-                PipelineAction::CdcOnly
-            } else {
-                PipelineAction::Both
-            };
-            (
-                PostgresSource::new(connection, publication, slot_name),
-                action,
-                Some(identity),
-            )
-        }
-        Command::CopyTable { schema, name } => (
-            PostgresSource::for_tables(connection, vec![TableName::new(schema, name)]),
-            PipelineAction::TableCopiesOnly,
-            None,
-        ),
-    };
+    let (source, action, identity) = cli.command.into_source(connection);
     let sink = DuckDbSink::open(DuckDbSinkConfig {
         path: cli.duckdb_file,
         mode,

@@ -6,8 +6,11 @@ mod progress;
 
 pub use progress::ProgressSink;
 
-use clap::Args;
+use clap::{Args, Subcommand};
+use pg_replicate::pipeline::PipelineAction;
 use pg_replicate::postgres::{PgConnectionConfig, SslMode};
+use pg_replicate::sources::postgres::PostgresSource;
+use pg_replicate::types::TableName;
 use tokio_util::sync::CancellationToken;
 
 /// Options naming the Postgres server to replicate from.
@@ -48,6 +51,62 @@ impl DbArgs {
             password: self.db_password.clone(),
             ssl_mode: self.sslmode,
             ssl_root_cert: self.ssl_root_cert.clone(),
+        }
+    }
+}
+
+/// What an example does: stream a publication, or copy one table.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Copy the publication's tables, then stream every committed change.
+    Cdc {
+        /// Publication naming the tables to replicate.
+        publication: String,
+        /// Logical replication slot to stream from (created when missing).
+        slot_name: String,
+        /// Skip the initial copy; stream changes only.
+        #[arg(long)]
+        no_backfill: bool,
+    },
+    /// Copy one table and exit.
+    CopyTable {
+        /// The table's schema.
+        schema: String,
+        /// The table's name.
+        name: String,
+    },
+}
+
+impl Command {
+    /// The source and pipeline action for this command, and for `cdc` the
+    /// `publication/slot` identity of the stream.
+    pub fn into_source(
+        self,
+        connection: PgConnectionConfig,
+    ) -> (PostgresSource, PipelineAction, Option<String>) {
+        match self {
+            Command::Cdc {
+                publication,
+                slot_name,
+                no_backfill,
+            } => {
+                let identity = format!("{publication}/{slot_name}");
+                let action = if no_backfill {
+                    PipelineAction::CdcOnly
+                } else {
+                    PipelineAction::Both
+                };
+                (
+                    PostgresSource::new(connection, publication, slot_name),
+                    action,
+                    Some(identity),
+                )
+            }
+            Command::CopyTable { schema, name } => (
+                PostgresSource::for_tables(connection, vec![TableName::new(schema, name)]),
+                PipelineAction::TableCopiesOnly,
+                None,
+            ),
         }
     }
 }

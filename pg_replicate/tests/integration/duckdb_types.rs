@@ -7,64 +7,8 @@ use std::time::Duration;
 use crate::duckdb_common::*;
 use crate::support::fresh_database;
 
-// The type matrix of `types.rs` (kept identical).
-const COLUMNS: &[(&str, &str)] = &[
-    ("c_bool", "bool"),
-    ("c_int2", "int2"),
-    ("c_int4", "int4"),
-    ("c_int8", "int8"),
-    ("c_oid", "oid"),
-    ("c_float4", "float4"),
-    ("c_float8", "float8"),
-    ("c_numeric", "numeric"),
-    ("c_numeric_12_2", "numeric(12,2)"),
-    ("c_numeric_big", "numeric(50,10)"),
-    ("c_text", "text"),
-    ("c_varchar", "varchar(10)"),
-    ("c_bpchar", "char(5)"),
-    ("c_name", "name"),
-    ("c_char", "\"char\""),
-    ("c_bytea", "bytea"),
-    ("c_date", "date"),
-    ("c_time", "time"),
-    ("c_timetz", "timetz"),
-    ("c_ts", "timestamp"),
-    ("c_tstz", "timestamptz"),
-    ("c_interval", "interval"),
-    ("c_uuid", "uuid"),
-    ("c_json", "json"),
-    ("c_jsonb", "jsonb"),
-    ("c_inet", "inet"),
-    ("c_cidr", "cidr"),
-    ("c_macaddr", "macaddr"),
-    ("c_money", "money"),
-    ("c_bit", "bit(4)"),
-    ("c_varbit", "varbit"),
-    ("c_xml", "xml"),
-    ("c_int4range", "int4range"),
-    ("c_tstzrange", "tstzrange"),
-    ("c_int_arr", "int[]"),
-    ("c_text_arr", "text[]"),
-    ("c_numeric_arr", "numeric(10,2)[]"),
-    ("c_tstz_arr", "timestamptz[]"),
-    ("c_mood", "mood"),
-    ("c_mood_arr", "mood[]"),
-    ("c_domain", "posint"),
-    ("c_pair", "pair"),
-];
-
-const TYPICAL: &str = "(1, true, 12, 1234, 123456789012, 42, 1.5, 2.25, 3.14159265358979323846264338327950288, 1234.56, 1.5,
-  'hello', 'vc', 'ab', 'nm', 'x', '\\x0001ff', '2024-02-29', '13:45:10.5', '13:45:10+02', '2024-02-29 13:45:10.123456',
-  '2024-02-29 13:45:10.123456+01', '1 year 2 mons 3 days 04:05:06.5', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
-  '{\"a\": [1, 2]}', '{\"b\": {\"c\": null}}', '192.168.0.1/24', '10.0.0.0/8', '08:00:2b:01:02:03', 12.34, B'1010', B'101',
-  '<a>x</a>', '[1,10)', '[2024-01-01 00:00:00+00,2024-02-01 00:00:00+00)', '{1,NULL,3}', '{\"a,b\",\"NULL\",NULL,\"q\\\"uote\"}',
-  '{1.50,NULL}', '{\"2024-01-01 00:00:00+00\"}', 'happy', '{sad,happy}', 7, ROW(1, 'x y'))";
-
-const EXTREMES: &str = "(3, false, -32768, 2147483647, -9223372036854775808, 4294967295, 'NaN', '-Infinity', 'NaN',
-  -9999999999.99, 1234567890123456789012345678901234567890.0123456789, E'line\\nbreak \"quoted\" \\\\ é 😀', '', '     ',
-  '', E'\\\\', '\\x', 'infinity', '24:00:00', '00:00:00-15:59', '-infinity', '4713-01-01 00:00:00+00 BC',
-  '-1 year -2 days +03:04:05.678', '00000000-0000-0000-0000-000000000000', '[]', '{}', '::1', '::/0', 'ff:ff:ff:ff:ff:ff',
-  -92233720368547758.08, B'0000', B'', '<x/>', 'empty', '(,)', '{}', '{}', '{}', '{infinity}', 'sad', '{}', 2147483647, ROW(NULL, NULL))";
+// The type matrix of `types.rs`.
+use crate::types::{COLUMNS, EXTREMES, TYPICAL};
 
 /// More columns, filled by `EXTRA_VALUES` for rows 1 and 3.
 const EXTRA_COLUMNS: &[(&str, &str)] = &[

@@ -11,7 +11,8 @@ use crate::common::*;
 use crate::memory_sink::Store;
 use crate::support::fresh_database;
 
-const COLUMNS: &[(&str, &str)] = &[
+/// The type matrix: column name and Postgres type (shared with `duckdb_types`).
+pub(crate) const COLUMNS: &[(&str, &str)] = &[
     ("c_bool", "bool"),
     ("c_int2", "int2"),
     ("c_int4", "int4"),
@@ -56,14 +57,16 @@ const COLUMNS: &[(&str, &str)] = &[
     ("c_pair", "pair"),
 ];
 
-const TYPICAL: &str = "(1, true, 12, 1234, 123456789012, 42, 1.5, 2.25, 3.14159265358979323846264338327950288, 1234.56, 1.5,
+/// Row 1: typical values of every column of [`COLUMNS`].
+pub(crate) const TYPICAL: &str = "(1, true, 12, 1234, 123456789012, 42, 1.5, 2.25, 3.14159265358979323846264338327950288, 1234.56, 1.5,
   'hello', 'vc', 'ab', 'nm', 'x', '\\x0001ff', '2024-02-29', '13:45:10.5', '13:45:10+02', '2024-02-29 13:45:10.123456',
   '2024-02-29 13:45:10.123456+01', '1 year 2 mons 3 days 04:05:06.5', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
   '{\"a\": [1, 2]}', '{\"b\": {\"c\": null}}', '192.168.0.1/24', '10.0.0.0/8', '08:00:2b:01:02:03', 12.34, B'1010', B'101',
   '<a>x</a>', '[1,10)', '[2024-01-01 00:00:00+00,2024-02-01 00:00:00+00)', '{1,NULL,3}', '{\"a,b\",\"NULL\",NULL,\"q\\\"uote\"}',
   '{1.50,NULL}', '{\"2024-01-01 00:00:00+00\"}', 'happy', '{sad,happy}', 7, ROW(1, 'x y'))";
 
-const EXTREMES: &str = "(3, false, -32768, 2147483647, -9223372036854775808, 4294967295, 'NaN', '-Infinity', 'NaN',
+/// Row 3: extreme values of every column of [`COLUMNS`].
+pub(crate) const EXTREMES: &str = "(3, false, -32768, 2147483647, -9223372036854775808, 4294967295, 'NaN', '-Infinity', 'NaN',
   -9999999999.99, 1234567890123456789012345678901234567890.0123456789, E'line\\nbreak \"quoted\" \\\\ é 😀', '', '     ',
   '', E'\\\\', '\\x', 'infinity', '24:00:00', '00:00:00-15:59', '-infinity', '4713-01-01 00:00:00+00 BC',
   '-1 year -2 days +03:04:05.678', '00000000-0000-0000-0000-000000000000', '[]', '{}', '::1', '::/0', 'ff:ff:ff:ff:ff:ff',
