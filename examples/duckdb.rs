@@ -21,7 +21,7 @@ use pg_replicate_examples::{init_logging, shutdown_on_signal, Command, DbArgs, P
 
 /// Replicate a Postgres database into a DuckDB file.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
     #[command(flatten)]
     db: DbArgs,

@@ -17,7 +17,7 @@ use pg_replicate_examples::{init_logging, shutdown_on_signal, Command, DbArgs};
 
 /// Print a Postgres database's rows and changes as JSON Lines.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
     #[command(flatten)]
     db: DbArgs,
