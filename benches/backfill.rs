@@ -22,16 +22,7 @@ fn main() {
     eprintln!("starting PostgreSQL and generating {rows} rows ...");
     let cluster = start_cluster();
     let started = Instant::now();
-    cluster
-        .psql(
-            "bench",
-            &format!(
-                "CREATE TABLE t ({MIXED_TABLE_COLUMNS});
-                 INSERT INTO t SELECT {MIXED_TABLE_VALUES} FROM generate_series(1, {rows}) g;
-                 VACUUM (FREEZE, ANALYZE) t; CHECKPOINT;"
-            ),
-        )
-        .unwrap_or_else(|e| panic!("cannot generate data: {e}"));
+    create_mixed_table(&cluster, rows);
     let heap_bytes: u64 = cluster
         .psql("bench", "SELECT pg_relation_size('t')")
         .unwrap()

@@ -45,20 +45,7 @@ fn main() {
         .unwrap_or_else(|e| panic!("set-up failed: {e}"));
 
     eprintln!("generating {total} change events ...");
-    run_script(
-        &cluster,
-        "bench_changes.sql",
-        &change_script("c", inserts, updates, deletes, TRANSACTION_ROWS),
-    );
-    let end_lsn = cluster
-        .psql("bench", "SELECT pg_current_wal_lsn()")
-        .unwrap()
-        .trim()
-        .to_owned();
-    // One more change after the end position lets pg_recvlogical see it passed.
-    cluster
-        .psql("bench", "INSERT INTO c (id) VALUES (-1)")
-        .unwrap();
+    let end_lsn = generate_changes(&cluster, inserts, updates, deletes, TRANSACTION_ROWS);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let socket_dir = cluster.socket_dir().to_string_lossy().into_owned();

@@ -43,19 +43,7 @@ fn main() {
         )
         .unwrap_or_else(|e| panic!("set-up failed: {e}"));
     eprintln!("generating {total} change events ...");
-    run_script(
-        &cluster,
-        "changes.sql",
-        &change_script("c", inserts, updates, deletes, TRANSACTION_ROWS),
-    );
-    let end_lsn = cluster
-        .psql("bench", "SELECT pg_current_wal_lsn()")
-        .unwrap()
-        .trim()
-        .to_owned();
-    cluster
-        .psql("bench", "INSERT INTO c (id) VALUES (-1)")
-        .unwrap();
+    let end_lsn = generate_changes(&cluster, inserts, updates, deletes, TRANSACTION_ROWS);
 
     let reference = time_command(
         client_command(&cluster, "pg_recvlogical", "127.0.0.1").args([

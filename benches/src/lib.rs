@@ -362,3 +362,47 @@ pub fn percentile(values: &mut [i64], p: f64) -> i64 {
     let index = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
     values[index.min(values.len() - 1)]
 }
+
+/// Creates table `t` of the mixed types with `rows` rows, frozen and
+/// checkpointed so every run reads the same pages.
+pub fn create_mixed_table(
+    cluster: &pg_replicate::postgres::throwaway::ThrowawayCluster,
+    rows: u64,
+) {
+    cluster
+        .psql(
+            "bench",
+            &format!(
+                "CREATE TABLE t ({MIXED_TABLE_COLUMNS});
+                 INSERT INTO t SELECT {MIXED_TABLE_VALUES} FROM generate_series(1, {rows}) g;
+                 VACUUM (FREEZE, ANALYZE) t; CHECKPOINT;"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("cannot generate data: {e}"));
+}
+
+/// Makes the changes of [`change_script`] on table `c` and returns the WAL
+/// insert position after them; one more row is inserted after that
+/// position so `pg_recvlogical --endpos` sees the stream pass it.
+pub fn generate_changes(
+    cluster: &pg_replicate::postgres::throwaway::ThrowawayCluster,
+    inserts: u64,
+    updates: u64,
+    deletes: u64,
+    per_tx: u64,
+) -> String {
+    run_script(
+        cluster,
+        "changes.sql",
+        &change_script("c", inserts, updates, deletes, per_tx),
+    );
+    let end_lsn = cluster
+        .psql("bench", "SELECT pg_current_wal_insert_lsn()")
+        .unwrap_or_else(|e| panic!("cannot read the WAL position: {e}"))
+        .trim()
+        .to_owned();
+    cluster
+        .psql("bench", "INSERT INTO c (id) VALUES (-1)")
+        .unwrap_or_else(|e| panic!("cannot insert the end marker: {e}"));
+    end_lsn
+}

@@ -75,12 +75,12 @@ pub async fn start_copied(
     running
 }
 
-/// Like [`start`] with a prepared sink.
-pub fn start_with(
+/// Like [`start`] with a prepared sink of any kind.
+pub fn start_with<S: pg_replicate::sinks::Sink + 'static>(
     db: &TestDb,
     publication: &str,
     slot: &str,
-    sink: MemorySink,
+    sink: S,
     action: PipelineAction,
 ) -> Running {
     let source = PostgresSource::new(db.config(), publication, slot);

@@ -12,14 +12,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pg_replicate::pipeline::{DataPipeline, PipelineAction};
+use pg_replicate::pipeline::PipelineAction;
 use pg_replicate::sinks::duckdb::{DuckDbReader, DuckDbSink, DuckDbSinkConfig};
-use pg_replicate::sources::postgres::PostgresSource;
 use pg_replicate::types::Lsn;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
-use crate::common::{test_batch_config, Running};
+use crate::common::{start_with, Running};
 use crate::support::TestDb;
 
 /// A scratch directory for DuckDB files; removed when dropped.
@@ -52,13 +50,7 @@ pub fn start_duck(
     sink: DuckDbSink,
     action: PipelineAction,
 ) -> Running {
-    let source = PostgresSource::new(db.config(), publication, slot);
-    let cancel = CancellationToken::new();
-    let mut pipeline = DataPipeline::new(source, sink, action)
-        .with_batch_config(test_batch_config())
-        .with_cancellation(cancel.clone());
-    let handle = tokio::spawn(async move { pipeline.start().await });
-    Running { handle, cancel }
+    start_with(db, publication, slot, sink, action)
 }
 
 /// Opens a sink on `path` with `publication/slot` as identity and starts a
