@@ -1,13 +1,16 @@
 //! Backfill benchmark: copies a mixed-type table into a sink that discards
-//! the batches, next to `psql \copy ... (format binary)` to /dev/null over
-//! the same TCP connection kind, in the same run.
+//! the batches (with one copy connection and with two), next to `psql \copy
+//! ... (format binary)` to /dev/null over the same TCP connection kind, and
+//! next to two such copies of ctid-range halves run in parallel (what two
+//! cores allow), in the same run.
 //!
 //! ```text
 //! cargo bench -p pg_replicate_benches --bench backfill            # 5,000,000 rows
 //! BENCH_ROWS=500000 cargo bench -p pg_replicate_benches --bench backfill
 //! ```
 
-use std::time::Instant;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use pg_replicate::pipeline::{DataPipeline, PipelineAction};
 use pg_replicate::postgres::throwaway::ThrowawayRole;
@@ -33,37 +36,60 @@ fn main() {
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let config = cluster.connection_config("bench", ThrowawayRole::Superuser.name());
+    let half_block = heap_bytes / 8192 / 2;
+    let copy_range = |condition: &str| {
+        let mut command = client_command(&cluster, "psql", "127.0.0.1");
+        command.args([
+            "-X",
+            "-c",
+            &format!(
+                "\\copy (SELECT * FROM t WHERE {condition}) to '/dev/null' with (format binary)"
+            ),
+        ]);
+        command
+    };
     let mut reference = Vec::new();
-    let mut ours = Vec::new();
+    let mut parallel_reference = Vec::new();
+    let mut ours = [Vec::new(), Vec::new()];
     for run in 0..=RUNS {
         let psql = time_command(client_command(&cluster, "psql", "127.0.0.1").args([
             "-X",
             "-c",
             "\\copy t to '/dev/null' with (format binary)",
         ]));
-        let source =
-            PostgresSource::for_tables(config.clone(), vec![TableName::new("public", "t")]);
-        let (elapsed, copied) = runtime.block_on(async {
-            let mut pipeline = DataPipeline::new(
-                source,
-                DiscardSink::default(),
-                PipelineAction::TableCopiesOnly,
-            );
-            let start = Instant::now();
-            pipeline
-                .start()
-                .await
-                .unwrap_or_else(|e| panic!("backfill failed: {e}"));
-            (start.elapsed(), pipeline.sink().rows)
-        });
-        assert_eq!(copied, rows, "every row copied");
-        // The first round warms the caches and is not counted.
+        let parallel = time_parallel(vec![
+            copy_range(&format!("ctid < '({half_block},0)'::tid")),
+            copy_range(&format!("ctid >= '({half_block},0)'::tid")),
+        ]);
+        for (connections, times) in [1, 2].into_iter().zip(ours.iter_mut()) {
+            let source =
+                PostgresSource::for_tables(config.clone(), vec![TableName::new("public", "t")])
+                    .with_copy_connections(connections);
+            let (elapsed, copied) = runtime.block_on(async {
+                let mut pipeline = DataPipeline::new(
+                    source,
+                    DiscardSink::default(),
+                    PipelineAction::TableCopiesOnly,
+                );
+                let start = Instant::now();
+                pipeline
+                    .start()
+                    .await
+                    .unwrap_or_else(|e| panic!("backfill failed: {e}"));
+                (start.elapsed(), pipeline.sink().rows)
+            });
+            assert_eq!(copied, rows, "every row copied");
+            // The first round warms the caches and is not counted.
+            if run > 0 {
+                times.push(elapsed);
+            }
+        }
         if run > 0 {
             reference.push(psql);
-            ours.push(elapsed);
+            parallel_reference.push(parallel);
         }
     }
-    let best = |times: &[std::time::Duration]| times.iter().min().copied().unwrap_or_default();
+    let best = |times: &[Duration]| times.iter().min().copied().unwrap_or_default();
     print_table(
         &format!("Backfill of {rows} mixed-type rows over TCP (best of {RUNS})"),
         "rows",
@@ -76,15 +102,58 @@ fn main() {
                 peak_rss_mib: Some(peak_rss_children_mib()),
             },
             Measurement {
-                name: "pg_replicate → discarding sink".into(),
+                name: "2 × psql \\copy of ctid-range halves, in parallel".into(),
                 count: rows,
                 bytes: Some(heap_bytes),
-                elapsed: best(&ours),
+                elapsed: best(&parallel_reference),
+                peak_rss_mib: None,
+            },
+            Measurement {
+                name: "pg_replicate → discarding sink, 1 copy connection".into(),
+                count: rows,
+                bytes: Some(heap_bytes),
+                elapsed: best(&ours[0]),
+                peak_rss_mib: None,
+            },
+            Measurement {
+                name: "pg_replicate → discarding sink, 2 copy connections".into(),
+                count: rows,
+                bytes: Some(heap_bytes),
+                elapsed: best(&ours[1]),
                 peak_rss_mib: Some(peak_rss_self_mib()),
             },
         ],
     );
     println!(
-        "\nMB/s is table heap bytes per second; peak RSS of psql is the largest client child."
+        "\npg_replicate with 2 copy connections vs the 2 parallel ctid-range copies: {:.2} \
+         (their time / ours)",
+        best(&parallel_reference).as_secs_f64() / best(&ours[1]).as_secs_f64()
     );
+    println!(
+        "\nMB/s is table heap bytes per second; peak RSS of psql is the largest client child; \
+         peak RSS of pg_replicate is of the whole benchmark process (both runs)."
+    );
+}
+
+/// Runs reference commands at the same time; returns the wall time until
+/// the last one ends.
+fn time_parallel(mut commands: Vec<Command>) -> Duration {
+    let start = Instant::now();
+    let children: Vec<_> = commands
+        .iter_mut()
+        .map(|c| {
+            c.spawn()
+                .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"))
+        })
+        .collect();
+    for child in children {
+        let output = child
+            .wait_with_output()
+            .expect("wait for a reference command");
+        assert!(
+            output.status.success(),
+            "a parallel reference command failed"
+        );
+    }
+    start.elapsed()
 }

@@ -9,15 +9,9 @@
 //! ```
 
 use std::fmt::Write as _;
-use std::process::Command;
-use std::time::Instant;
 
-use pg_replicate::pipeline::{DataPipeline, PipelineAction};
-use pg_replicate::postgres::throwaway::{ThrowawayCluster, ThrowawayRole};
-use pg_replicate::postgres::PgConnectionConfig;
-use pg_replicate::sources::postgres::PostgresSource;
+use pg_replicate::postgres::throwaway::ThrowawayRole;
 use pg_replicate_benches::*;
-use tokio_util::sync::CancellationToken;
 
 const TRANSACTION_ROWS: u64 = 1000;
 
@@ -76,8 +70,11 @@ fn main() {
             elapsed: reference,
             peak_rss_mib: Some(peak_rss_children_mib()),
         });
-        let (elapsed, changes) =
-            runtime.block_on(run_ours(config, &format!("ours_{suffix}"), total));
+        let (elapsed, changes) = runtime.block_on(run_cdc_into_discard(
+            config,
+            &format!("ours_{suffix}"),
+            total,
+        ));
         assert!(changes >= total, "received {changes} of {total} changes");
         results.push(Measurement {
             name: format!("pg_replicate → Arrow → discarding sink ({transport})"),
@@ -97,44 +94,4 @@ fn main() {
         "events",
         &results[2..],
     );
-}
-
-fn recvlogical(cluster: &ThrowawayCluster, host: &str, slot: &str, end_lsn: &str) -> Command {
-    let mut command = client_command(cluster, "pg_recvlogical", host);
-    command.args([
-        "--slot",
-        slot,
-        "--start",
-        "--no-loop",
-        "-o",
-        "proto_version=1",
-        "-o",
-        "publication_names=bench_pub",
-        "-E",
-        end_lsn,
-        "-f",
-        "/dev/null",
-    ]);
-    command
-}
-
-async fn run_ours(
-    config: PgConnectionConfig,
-    slot: &str,
-    expected: u64,
-) -> (std::time::Duration, u64) {
-    let cancel = CancellationToken::new();
-    let sink = DiscardSink {
-        stop_after_changes: Some((expected, cancel.clone())),
-        ..DiscardSink::default()
-    };
-    let source = PostgresSource::new(config, "bench_pub", slot);
-    let mut pipeline =
-        DataPipeline::new(source, sink, PipelineAction::CdcOnly).with_cancellation(cancel);
-    let start = Instant::now();
-    pipeline
-        .start()
-        .await
-        .unwrap_or_else(|e| panic!("CDC failed: {e}"));
-    (start.elapsed(), pipeline.sink().changes)
 }

@@ -45,22 +45,7 @@ fn main() {
     eprintln!("generating {total} change events ...");
     let end_lsn = generate_changes(&cluster, inserts, updates, deletes, TRANSACTION_ROWS);
 
-    let reference = time_command(
-        client_command(&cluster, "pg_recvlogical", "127.0.0.1").args([
-            "--slot",
-            "ref",
-            "--start",
-            "--no-loop",
-            "-o",
-            "proto_version=1",
-            "-o",
-            "publication_names=bench_pub",
-            "-E",
-            &end_lsn,
-            "-f",
-            "/dev/null",
-        ]),
-    );
+    let reference = time_command(&mut recvlogical(&cluster, "127.0.0.1", "ref", &end_lsn));
 
     let work = cluster
         .data_dir()

@@ -406,3 +406,54 @@ pub fn generate_changes(
         .unwrap_or_else(|e| panic!("cannot insert the end marker: {e}"));
     end_lsn
 }
+
+/// `pg_recvlogical` reading slot `slot` of publication `bench_pub` with
+/// pgoutput protocol 1 into /dev/null, up to `end_lsn`.
+pub fn recvlogical(
+    cluster: &pg_replicate::postgres::throwaway::ThrowawayCluster,
+    host: &str,
+    slot: &str,
+    end_lsn: &str,
+) -> Command {
+    let mut command = client_command(cluster, "pg_recvlogical", host);
+    command.args([
+        "--slot",
+        slot,
+        "--start",
+        "--no-loop",
+        "-o",
+        "proto_version=1",
+        "-o",
+        "publication_names=bench_pub",
+        "-E",
+        end_lsn,
+        "-f",
+        "/dev/null",
+    ]);
+    command
+}
+
+/// Streams publication `bench_pub` from `slot` into a [`DiscardSink`] until
+/// `expected` row changes arrived; returns the time and the changes seen.
+pub async fn run_cdc_into_discard(
+    config: pg_replicate::postgres::PgConnectionConfig,
+    slot: &str,
+    expected: u64,
+) -> (Duration, u64) {
+    use pg_replicate::pipeline::{DataPipeline, PipelineAction};
+    use pg_replicate::sources::postgres::PostgresSource;
+    let cancel = CancellationToken::new();
+    let sink = DiscardSink {
+        stop_after_changes: Some((expected, cancel.clone())),
+        ..DiscardSink::default()
+    };
+    let source = PostgresSource::new(config, "bench_pub", slot);
+    let mut pipeline =
+        DataPipeline::new(source, sink, PipelineAction::CdcOnly).with_cancellation(cancel);
+    let start = Instant::now();
+    pipeline
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("CDC failed: {e}"));
+    (start.elapsed(), pipeline.sink().changes)
+}

@@ -1,5 +1,6 @@
 //! Pipeline configuration: what to run and how large batches may grow.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::{Error, ErrorKind, Result};
@@ -15,9 +16,11 @@ pub enum PipelineAction {
     Both,
 }
 
-/// Limits of the batches handed to the sink. A batch is handed over as soon
-/// as any limit is reached; CDC batches always end on a transaction
-/// boundary.
+/// Limits of the batches handed to the sink, and of the memory the source
+/// uses. A batch is handed over as soon as any limit is reached. CDC batches
+/// end on a transaction boundary, except that a transaction larger than the
+/// limits is handed over in several batches (see
+/// [`CdcBatch::continues`](crate::types::change::CdcBatch::continues)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchConfig {
     /// Most rows in a batch.
@@ -28,6 +31,13 @@ pub struct BatchConfig {
     pub max_fill: Duration,
     /// How often a standby status update is sent while the stream is idle.
     pub status_interval: Duration,
+    /// Bytes of streamed, not yet committed transactions (pgoutput protocol
+    /// 2, Postgres 14+) kept in memory; beyond it they are spilled to files
+    /// in [`spill_dir`](Self::spill_dir).
+    pub max_spool_memory: usize,
+    /// Directory of spill files; `None` for the system's temporary
+    /// directory. Files are unlinked as soon as they are created.
+    pub spill_dir: Option<PathBuf>,
 }
 
 impl Default for BatchConfig {
@@ -37,6 +47,8 @@ impl Default for BatchConfig {
             max_bytes: 32 * 1024 * 1024,
             max_fill: Duration::from_millis(250),
             status_interval: Duration::from_secs(10),
+            max_spool_memory: 64 * 1024 * 1024,
+            spill_dir: None,
         }
     }
 }

@@ -8,13 +8,15 @@ pub use config::{BatchConfig, PipelineAction};
 
 use std::sync::Arc;
 
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::sinks::Sink;
 use crate::sources::{CdcStream, Source, TableCopyStream};
-use crate::types::TableSchema;
-use crate::Result;
+use crate::types::change::CdcBatch;
+use crate::types::{Lsn, TableSchema};
+use crate::{Error, ErrorKind, Result};
 
 /// Counters of one pipeline run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -110,15 +112,39 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
             return Ok(report);
         }
 
-        let mut cdc = self
+        let cdc = self
             .source
             .start_cdc(&state, &self.batch, self.cancel.clone())
             .await?;
-        let outcome = self.stream_changes(&mut cdc, &mut report).await;
+        let durable = cdc.durable_sender();
+        // One batch in flight: the stream reads the next batch while the sink
+        // writes this one, and waits (reading nothing more) while it is full.
+        let (batches, mut received) = mpsc::channel(1);
+        let reader = tokio::spawn(read_batches(cdc, batches));
+        let outcome = self
+            .write_batches(&mut received, &durable, &mut report)
+            .await;
+        if outcome.is_err() {
+            // The stream may be waiting for data that will never be written.
+            reader.abort();
+            return outcome.map(|_| report);
+        }
+        drop(received);
+        let mut cdc = reader.await.map_err(|e| {
+            Error::with_source(
+                ErrorKind::Connection,
+                "the change stream task failed; restart the pipeline to resume from the last stored \
+                 position",
+                e,
+            )
+        })?;
+        if let Ok(Some(lsn)) = outcome {
+            cdc.confirm_durable(lsn).await?;
+        }
         if let Err(close_error) = cdc.close().await {
             warn!(error = %close_error, "closing the change stream failed");
         }
-        outcome.map(|()| report)
+        Ok(report)
     }
 
     /// Copies one table; `None` when cancelled midway.
@@ -140,17 +166,39 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
         }
     }
 
-    async fn stream_changes(
+    /// Writes the batches the stream task sends until it ends; returns the
+    /// last durable LSN the sink reported.
+    async fn write_batches(
         &mut self,
-        cdc: &mut S::Cdc,
+        received: &mut mpsc::Receiver<Result<CdcBatch>>,
+        durable: &watch::Sender<Lsn>,
         report: &mut PipelineReport,
-    ) -> Result<()> {
-        while let Some(batch) = cdc.next_batch().await? {
+    ) -> Result<Option<Lsn>> {
+        let mut last = None;
+        while let Some(batch) = received.recv().await {
+            let batch = batch?;
             report.cdc_batches += 1;
             report.transactions += batch.transactions;
-            let durable = self.sink.write_cdc_batch(batch).await?;
-            cdc.confirm_durable(durable).await?;
+            let stored = self.sink.write_cdc_batch(batch).await?;
+            // The stream confirms it to the source at once, even when idle.
+            durable.send_replace(stored);
+            last = Some(stored);
         }
-        Ok(())
+        Ok(last)
+    }
+}
+
+/// The stream task: reads batches into `batches` until the stream ends,
+/// fails, or the pipeline stops listening; gives the stream back.
+async fn read_batches<C: CdcStream>(mut cdc: C, batches: mpsc::Sender<Result<CdcBatch>>) -> C {
+    loop {
+        let (item, end) = match cdc.next_batch().await {
+            Ok(Some(batch)) => (Ok(batch), false),
+            Ok(None) => return cdc,
+            Err(error) => (Err(error), true),
+        };
+        if batches.send(item).await.is_err() || end {
+            return cdc;
+        }
     }
 }

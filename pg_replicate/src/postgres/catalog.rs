@@ -82,6 +82,117 @@ pub async fn publication_tables(client: &Client, publication: &str) -> Result<Ve
     Ok(rows.iter().map(|r| TableId(r.get::<_, u32>(0))).collect())
 }
 
+/// The server's version as `server_version_num` (150008 for 15.8).
+pub async fn server_version_num(client: &Client) -> Result<u32> {
+    let row = client
+        .query_one("SELECT current_setting('server_version_num')::int4", &[])
+        .await
+        .map_err(|e| query_error("read the server version", e))?;
+    Ok(u32::try_from(row.get::<_, i32>(0)).unwrap_or(0))
+}
+
+/// What a publication publishes of one table (Postgres 15+): its column
+/// list and row filter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PublishedTable {
+    /// The published columns, when the publication has a column list.
+    pub columns: Option<Vec<String>>,
+    /// The row filter (an SQL expression over the table's columns).
+    pub row_filter: Option<String>,
+}
+
+/// The column lists and row filters of a publication's tables, by table
+/// (empty before Postgres 15, which has neither).
+pub async fn published_tables(
+    client: &Client,
+    publication: &str,
+) -> Result<std::collections::HashMap<TableName, PublishedTable>> {
+    let mut published = std::collections::HashMap::new();
+    if server_version_num(client).await? < 150_000 {
+        return Ok(published);
+    }
+    // `attnames` lists every column when there is no column list; the
+    // column list is compared with the table's columns by the caller.
+    let rows = client
+        .query(
+            "SELECT p.schemaname::text, p.tablename::text, p.attnames::text[], p.rowfilter, \
+                    EXISTS (SELECT 1 FROM pg_publication_rel r JOIN pg_publication pp ON pp.oid = r.prpubid \
+                            JOIN pg_class c ON c.oid = r.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+                            WHERE pp.pubname = p.pubname AND n.nspname = p.schemaname \
+                              AND c.relname = p.tablename AND r.prattrs IS NOT NULL) \
+             FROM pg_publication_tables p WHERE p.pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(|e| query_error("read the publication's column lists and row filters", e))?;
+    for row in rows {
+        let name = TableName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+        let has_column_list: bool = row.get(4);
+        published.insert(
+            name,
+            PublishedTable {
+                columns: if has_column_list { row.get(2) } else { None },
+                row_filter: row.get(3),
+            },
+        );
+    }
+    Ok(published)
+}
+
+/// The relations holding a table's rows, with their sizes in blocks: the
+/// table itself, or the leaf partitions of a partitioned table.
+pub async fn leaf_relations(
+    client: &Client,
+    id: TableId,
+    name: &TableName,
+) -> Result<Vec<(TableName, u64)>> {
+    // pg_partition_tree lists nothing for a table that is not partitioned.
+    // Sizes come from the current catalog: NULL for a relation dropped
+    // after the snapshot (which still shows it).
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text, \
+                    pg_relation_size(c.oid) / current_setting('block_size')::int8 \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.oid IN (SELECT relid FROM pg_partition_tree($1::oid) WHERE isleaf) \
+                OR (c.oid = $1 AND c.relkind <> 'p') \
+             ORDER BY 1, 2",
+            &[&id.0],
+        )
+        .await
+        .map_err(|e| query_error("list the table's partitions and sizes", e))?;
+    let dropped = || {
+        Error::new(
+            ErrorKind::Schema,
+            format!(
+                "table {name} (oid {id}) disappeared before its copy (dropped during the backfill?); \
+                 restart the pipeline"
+            ),
+        )
+    };
+    if rows.is_empty() {
+        // A partitioned table without partitions has no rows; one that was
+        // dropped has no size any more.
+        let exists = client
+            .query_one("SELECT pg_relation_size($1::oid) IS NOT NULL", &[&id.0])
+            .await
+            .map_err(|e| query_error("look up the table", e))?
+            .get::<_, bool>(0);
+        return if exists {
+            Ok(Vec::new())
+        } else {
+            Err(dropped())
+        };
+    }
+    rows.iter()
+        .map(|r| {
+            let relation = TableName::new(r.get::<_, String>(0), r.get::<_, String>(1));
+            let blocks = r.get::<_, Option<i64>>(2).ok_or_else(dropped)?;
+            Ok((relation, u64::try_from(blocks).unwrap_or(0)))
+        })
+        .collect()
+}
+
 /// Looks up a table by name.
 pub async fn table_id(client: &Client, name: &TableName) -> Result<TableId> {
     let rows = client

@@ -64,9 +64,13 @@ pub trait TableCopyStream: Send {
     async fn next_batch(&mut self) -> Result<Option<RecordBatch>>;
 }
 
-/// Committed changes in batches of whole transactions.
+/// Committed changes in batches of transactions.
+///
+/// The pipeline reads a stream in a task of its own while the sink writes
+/// the previous batch, and reports what the sink stored through
+/// [`durable_sender`](Self::durable_sender).
 #[async_trait]
-pub trait CdcStream: Send {
+pub trait CdcStream: Send + 'static {
     /// The next batch; `None` once the stream ends or cancellation was
     /// requested (after handing out what was already complete).
     async fn next_batch(&mut self) -> Result<Option<CdcBatch>>;
@@ -74,6 +78,11 @@ pub trait CdcStream: Send {
     /// Tells the source that everything up to `lsn` is durably stored, so it
     /// may release it (for Postgres: confirm it to the slot).
     async fn confirm_durable(&mut self, lsn: Lsn) -> Result<()>;
+
+    /// A sender for the durably stored LSN from another task: the stream
+    /// confirms each new value as [`confirm_durable`](Self::confirm_durable)
+    /// would, also while [`next_batch`](Self::next_batch) waits for data.
+    fn durable_sender(&self) -> tokio::sync::watch::Sender<Lsn>;
 
     /// Ends the stream cleanly, confirming what was durably stored.
     async fn close(self) -> Result<()>;

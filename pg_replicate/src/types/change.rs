@@ -169,10 +169,13 @@ pub enum CdcEvent {
     },
 }
 
-/// A unit of CDC delivery: whole committed transactions, in order. A batch
-/// may have no events: it then only moves the position forward past WAL
-/// that carried nothing for the sink (the sink stores `end_lsn` like any
-/// other batch's).
+/// A unit of CDC delivery: committed transactions, in order. A batch may
+/// have no events: it then only moves the position forward past WAL that
+/// carried nothing for the sink (the sink stores `end_lsn` like any other
+/// batch's).
+///
+/// A transaction larger than the batch limits arrives in several batches:
+/// all but the last have [`continues`](Self::continues) set.
 #[derive(Clone, Debug)]
 pub struct CdcBatch {
     /// The events of the transactions, in commit order.
@@ -180,8 +183,16 @@ pub struct CdcBatch {
     /// End LSN of the last transaction's commit record: once the sink has
     /// stored this batch durably, the slot may be confirmed up to here.
     pub end_lsn: Lsn,
-    /// Number of committed transactions in the batch.
+    /// Number of transactions the batch completes.
     pub transactions: u64,
+    /// The batch ends inside a transaction that the next batch continues.
+    /// Its events are to be applied like any others, but not made durable
+    /// on their own: a transactional sink keeps its transaction open until
+    /// a batch without this flag, whose `end_lsn` then covers everything.
+    /// `end_lsn` of a continuing batch is the position already handed out
+    /// before it, so a sink that returns `end_lsn` never reports part of a
+    /// transaction as stored.
+    pub continues: bool,
 }
 
 /// What a sink remembers of earlier runs, so that a restarted pipeline

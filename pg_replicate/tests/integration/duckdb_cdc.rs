@@ -424,3 +424,49 @@ async fn a_pipeline_killed_during_cdc_resumes_exactly_once() {
         "confirmed {confirmed} is ahead of stored {stored}"
     );
 }
+
+#[tokio::test]
+async fn large_and_streamed_transactions_are_applied_whole() {
+    let db = fresh_database("duck_large_txn").await;
+    let publication = db.unique_name("pub");
+    let slot = db.unique_name("slot");
+    let dir = DuckDir::new(&db);
+    // Transactions beyond 64 kB are streamed by the server before commit.
+    db.execute(&format!(
+        "ALTER DATABASE {} SET logical_decoding_work_mem = '64kB'",
+        db.name()
+    ))
+    .await;
+    create_workload_tables(&db, &publication).await;
+    let (running, reader) = start_into(
+        &db,
+        &publication,
+        &slot,
+        config(&dir.file("large.duckdb"), &publication, &slot),
+    );
+    wait_copied(&reader, 4).await;
+    db.execute(
+        "BEGIN;
+         INSERT INTO accounts SELECT g, 'bulk', g, repeat('d', 40) FROM generate_series(1000, 8999) g;
+         SAVEPOINT s;
+         UPDATE accounts SET owner = 'rolled back' WHERE id % 2 = 0;
+         ROLLBACK TO SAVEPOINT s;
+         UPDATE accounts SET id = id + 100000 WHERE id BETWEEN 1000 AND 1500;
+         DELETE FROM accounts WHERE id BETWEEN 2000 AND 2999;
+         INSERT INTO logs SELECT 'bulk', g, 'x' FROM generate_series(1, 3000) g;
+         DELETE FROM logs WHERE level < 100;
+         COMMIT;
+         BEGIN;
+         INSERT INTO accounts SELECT g, 'aborted', g, 'a' FROM generate_series(20000, 26000) g;
+         ROLLBACK;",
+    )
+    .await;
+    wait_workload_converged(&db, &reader).await;
+    running.stop().await.unwrap();
+    let stored = stored_lsn(&reader).expect("an applied LSN");
+    let confirmed = confirmed_flush(&db, &slot).await.unwrap();
+    assert!(
+        confirmed <= stored,
+        "confirmed {confirmed} is ahead of stored {stored}"
+    );
+}

@@ -92,4 +92,5 @@ mod errors;
 mod memory_sink;
 mod pipeline;
 mod replication_connection;
+mod scale;
 mod types;

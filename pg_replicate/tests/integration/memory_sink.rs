@@ -27,6 +27,8 @@ pub struct Store {
     pub state: ResumptionState,
     /// Identity columns per table (empty = the whole row is the key).
     identity: HashMap<String, Vec<String>>,
+    /// Batches received that ended inside a transaction.
+    pub continued_batches: u64,
 }
 
 impl Store {
@@ -207,7 +209,20 @@ impl Sink for MemorySink {
 
     async fn write_cdc_batch(&mut self, batch: CdcBatch) -> Result<Lsn> {
         let end = batch.end_lsn;
+        let continues = batch.continues;
+        self.store.lock().unwrap().continued_batches += u64::from(continues);
         self.encoder.write_cdc_batch(batch).await?;
+        if continues {
+            // Like a transactional sink: nothing of an unfinished
+            // transaction is stored before its last batch.
+            return Ok(self
+                .store
+                .lock()
+                .unwrap()
+                .state
+                .last_lsn
+                .unwrap_or(Lsn::ZERO));
+        }
         self.drain();
         self.store.lock().unwrap().state.last_lsn = Some(end);
         Ok(end)

@@ -1,5 +1,5 @@
 //! Decoder for the payloads of the `pgoutput` logical replication plugin,
-//! protocol version 1 (the bytes inside an `XLogData` message).
+//! protocol versions 1 and 2 (the bytes inside an `XLogData` message).
 //!
 //! [`decode`] is a pure function over one message: no I/O, no state. It
 //! borrows names, values and message contents from the input, and allocates
@@ -10,33 +10,63 @@
 //!
 //! The format is described in the Postgres documentation, chapter "Logical
 //! Replication Message Formats". All integers are big-endian; strings are
-//! NUL-terminated. Messages of later protocol versions (streaming, two-phase
-//! commit) are reported as [`PgOutputError::UnknownTag`].
+//! NUL-terminated. Protocol 2 adds the streaming of in-progress transactions:
+//! the control messages (`Stream Start`, `Stop`, `Commit`, `Abort`) decode
+//! with [`decode`]; the data messages between `Stream Start` and `Stream
+//! Stop` carry the (sub)transaction id after the tag and decode with
+//! [`decode_streamed`]. Two-phase commit messages (protocol 3) are reported
+//! as [`PgOutputError::UnknownTag`].
 //!
 //! Only `Relation` and `Truncate` allocate (their column and table lists);
 //! decoding the other messages, in particular the frequent `Insert`,
 //! `Update` and `Delete`, touches no allocator, errors included.
 
+mod kind;
+
+pub use kind::{MessageKind, PgOutputError};
+
 use std::fmt;
 
 use crate::types::Lsn;
 
-/// Decodes one pgoutput (protocol version 1) message.
+/// Decodes one pgoutput message sent outside a streamed block.
 ///
 /// The whole of `buf` must be the message: bytes left over after it are an
 /// error ([`PgOutputError::TrailingBytes`]). Strings, tuple values and
 /// logical-message contents are borrowed from `buf`. Decoding never panics,
 /// whatever the input.
 pub fn decode(buf: &[u8]) -> Result<PgOutputMessage<'_>, PgOutputError> {
+    let mut r = reader(buf)?;
+    let message = decode_body(&mut r)?;
+    r.finish()?;
+    Ok(message)
+}
+
+/// Decodes a data message sent inside a streamed block of protocol 2
+/// (between `Stream Start` and `Stream Stop`): the id of the
+/// (sub)transaction that made the change, and the message.
+pub fn decode_streamed(buf: &[u8]) -> Result<(u32, PgOutputMessage<'_>), PgOutputError> {
+    let mut r = reader(buf)?;
+    let xid = r.u32("transaction id")?;
+    let message = decode_body(&mut r)?;
+    r.finish()?;
+    Ok((xid, message))
+}
+
+fn reader(buf: &[u8]) -> Result<Reader<'_>, PgOutputError> {
     let Some((&tag, body)) = buf.split_first() else {
         return Err(PgOutputError::Empty);
     };
     let kind = MessageKind::from_tag(tag).ok_or(PgOutputError::UnknownTag { tag })?;
-    let mut r = Reader {
+    Ok(Reader {
         buf: body,
         pos: 0,
         kind,
-    };
+    })
+}
+
+fn decode_body<'a>(r: &mut Reader<'a>) -> Result<PgOutputMessage<'a>, PgOutputError> {
+    let kind = r.kind;
     let message = match kind {
         MessageKind::Begin => PgOutputMessage::Begin {
             final_lsn: r.lsn("final LSN")?,
@@ -53,7 +83,7 @@ pub fn decode(buf: &[u8]) -> Result<PgOutputMessage<'_>, PgOutputError> {
             commit_lsn: r.lsn("origin commit LSN")?,
             name: r.str("origin name")?,
         },
-        MessageKind::Relation => PgOutputMessage::Relation(decode_relation(&mut r)?),
+        MessageKind::Relation => PgOutputMessage::Relation(decode_relation(r)?),
         MessageKind::Type => PgOutputMessage::Type {
             id: r.u32("type id")?,
             namespace: r.str("type namespace")?,
@@ -67,9 +97,9 @@ pub fn decode(buf: &[u8]) -> Result<PgOutputMessage<'_>, PgOutputError> {
                 new: r.tuple("new tuple")?,
             }
         }
-        MessageKind::Update => decode_update(&mut r)?,
-        MessageKind::Delete => decode_delete(&mut r)?,
-        MessageKind::Truncate => decode_truncate(&mut r)?,
+        MessageKind::Update => decode_update(r)?,
+        MessageKind::Delete => decode_delete(r)?,
+        MessageKind::Truncate => decode_truncate(r)?,
         MessageKind::Message => {
             let flags = r.u8("flags")?;
             let lsn = r.lsn("message LSN")?;
@@ -82,14 +112,23 @@ pub fn decode(buf: &[u8]) -> Result<PgOutputMessage<'_>, PgOutputError> {
                 content: r.bytes(len, "content")?,
             }
         }
+        MessageKind::StreamStart => PgOutputMessage::StreamStart {
+            xid: r.u32("transaction id")?,
+            first_segment: r.u8("first segment flag")? == 1,
+        },
+        MessageKind::StreamStop => PgOutputMessage::StreamStop,
+        MessageKind::StreamCommit => PgOutputMessage::StreamCommit {
+            xid: r.u32("transaction id")?,
+            flags: r.u8("flags")?,
+            commit_lsn: r.lsn("commit LSN")?,
+            end_lsn: r.lsn("end LSN")?,
+            commit_time: r.i64("commit timestamp")?,
+        },
+        MessageKind::StreamAbort => PgOutputMessage::StreamAbort {
+            xid: r.u32("transaction id")?,
+            subxid: r.u32("subtransaction id")?,
+        },
     };
-    let rest = r.remaining();
-    if rest != 0 {
-        return Err(PgOutputError::TrailingBytes {
-            message: kind,
-            count: rest,
-        });
-    }
     Ok(message)
 }
 
@@ -249,6 +288,38 @@ pub enum PgOutputMessage<'a> {
         /// The oids of the truncated tables.
         relation_ids: Vec<u32>,
     },
+    /// Start of a block of a streamed in-progress transaction (`S`,
+    /// protocol 2+).
+    StreamStart {
+        /// The top-level transaction id.
+        xid: u32,
+        /// Whether this is the transaction's first block.
+        first_segment: bool,
+    },
+    /// End of a streamed block (`E`, protocol 2+).
+    StreamStop,
+    /// A streamed transaction committed (`c`, protocol 2+).
+    StreamCommit {
+        /// The top-level transaction id.
+        xid: u32,
+        /// Flags; currently always 0.
+        flags: u8,
+        /// The LSN of the commit record.
+        commit_lsn: Lsn,
+        /// The LSN just past the commit record.
+        end_lsn: Lsn,
+        /// Commit time, in microseconds since 2000-01-01 00:00:00 UTC, as sent.
+        commit_time: i64,
+    },
+    /// A streamed transaction, or one of its subtransactions, aborted (`A`,
+    /// protocol 2+): its changes are to be discarded.
+    StreamAbort {
+        /// The top-level transaction id.
+        xid: u32,
+        /// The aborted (sub)transaction; equal to `xid` when the whole
+        /// transaction aborted.
+        subxid: u32,
+    },
     /// A message written with `pg_logical_emit_message` (`M`).
     Message {
         /// Whether the message is part of a transaction (otherwise it was
@@ -277,6 +348,10 @@ impl PgOutputMessage<'_> {
             PgOutputMessage::Delete { .. } => MessageKind::Delete,
             PgOutputMessage::Truncate { .. } => MessageKind::Truncate,
             PgOutputMessage::Message { .. } => MessageKind::Message,
+            PgOutputMessage::StreamStart { .. } => MessageKind::StreamStart,
+            PgOutputMessage::StreamStop => MessageKind::StreamStop,
+            PgOutputMessage::StreamCommit { .. } => MessageKind::StreamCommit,
+            PgOutputMessage::StreamAbort { .. } => MessageKind::StreamAbort,
         }
     }
 }
@@ -464,198 +539,6 @@ impl ExactSizeIterator for TupleIter<'_> {}
 
 impl std::iter::FusedIterator for TupleIter<'_> {}
 
-/// The kinds of pgoutput protocol 1 messages, named in errors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MessageKind {
-    /// `B`
-    Begin,
-    /// `C`
-    Commit,
-    /// `O`
-    Origin,
-    /// `R`
-    Relation,
-    /// `Y`
-    Type,
-    /// `I`
-    Insert,
-    /// `U`
-    Update,
-    /// `D`
-    Delete,
-    /// `T`
-    Truncate,
-    /// `M`
-    Message,
-}
-
-impl MessageKind {
-    /// The kind a message tag byte stands for, if it is a protocol 1 tag.
-    pub fn from_tag(tag: u8) -> Option<Self> {
-        Some(match tag {
-            b'B' => Self::Begin,
-            b'C' => Self::Commit,
-            b'O' => Self::Origin,
-            b'R' => Self::Relation,
-            b'Y' => Self::Type,
-            b'I' => Self::Insert,
-            b'U' => Self::Update,
-            b'D' => Self::Delete,
-            b'T' => Self::Truncate,
-            b'M' => Self::Message,
-            _ => return None,
-        })
-    }
-
-    /// The message's tag byte.
-    pub fn tag(self) -> u8 {
-        match self {
-            Self::Begin => b'B',
-            Self::Commit => b'C',
-            Self::Origin => b'O',
-            Self::Relation => b'R',
-            Self::Type => b'Y',
-            Self::Insert => b'I',
-            Self::Update => b'U',
-            Self::Delete => b'D',
-            Self::Truncate => b'T',
-            Self::Message => b'M',
-        }
-    }
-}
-
-impl fmt::Display for MessageKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
-            Self::Begin => "Begin",
-            Self::Commit => "Commit",
-            Self::Origin => "Origin",
-            Self::Relation => "Relation",
-            Self::Type => "Type",
-            Self::Insert => "Insert",
-            Self::Update => "Update",
-            Self::Delete => "Delete",
-            Self::Truncate => "Truncate",
-            Self::Message => "Message",
-        };
-        write!(f, "{name} ('{}')", char::from(self.tag()))
-    }
-}
-
-/// A message that is not valid pgoutput protocol 1. Holds no allocation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum PgOutputError {
-    /// The message has no bytes at all.
-    #[error("empty pgoutput message")]
-    Empty,
-    /// The first byte is not a protocol 1 message tag.
-    #[error("unknown pgoutput message tag {}{}", DisplayTag(*.tag), tag_hint(*.tag))]
-    UnknownTag {
-        /// The tag byte.
-        tag: u8,
-    },
-    /// The message ends before a field.
-    #[error("truncated pgoutput {message} message: {field} needs {needed} bytes at offset {offset}, {available} available")]
-    Truncated {
-        /// The message being decoded.
-        message: MessageKind,
-        /// The field that is cut off.
-        field: &'static str,
-        /// Offset of the field, counted from the tag byte.
-        offset: usize,
-        /// Bytes the field needs.
-        needed: usize,
-        /// Bytes left in the message at `offset`.
-        available: usize,
-    },
-    /// A string field has no terminating NUL byte.
-    #[error("truncated pgoutput {message} message: {field} at offset {offset} has no terminating NUL byte")]
-    UnterminatedString {
-        /// The message being decoded.
-        message: MessageKind,
-        /// The string field.
-        field: &'static str,
-        /// Offset of the string, counted from the tag byte.
-        offset: usize,
-    },
-    /// A string field is not valid UTF-8.
-    #[error("pgoutput {message} message: {field} at offset {offset} is not valid UTF-8")]
-    InvalidUtf8 {
-        /// The message being decoded.
-        message: MessageKind,
-        /// The string field.
-        field: &'static str,
-        /// Offset of the string, counted from the tag byte.
-        offset: usize,
-    },
-    /// A count or length field is negative.
-    #[error("pgoutput {message} message: {field} is negative ({value})")]
-    NegativeLength {
-        /// The message being decoded.
-        message: MessageKind,
-        /// The count or length field.
-        field: &'static str,
-        /// The value sent.
-        value: i32,
-    },
-    /// A tuple marker byte (`N`, `K`, `O`) is not one allowed here.
-    #[error("pgoutput {message} message: expected tuple marker {expected}, found {}", DisplayTag(*.found))]
-    UnexpectedTupleMarker {
-        /// The message being decoded.
-        message: MessageKind,
-        /// The markers allowed here.
-        expected: &'static str,
-        /// The byte found.
-        found: u8,
-    },
-    /// A tuple column has an unknown kind byte (not `n`, `u`, `t`, `b`).
-    #[error("pgoutput {message} message: {field} column {column} has unknown kind {}", DisplayTag(*.kind))]
-    UnknownColumnKind {
-        /// The message being decoded.
-        message: MessageKind,
-        /// Which tuple of the message.
-        field: &'static str,
-        /// The column's index, from 0.
-        column: usize,
-        /// The kind byte found.
-        kind: u8,
-    },
-    /// Bytes are left over after the end of the message.
-    #[error("pgoutput {message} message has {count} unexpected trailing bytes")]
-    TrailingBytes {
-        /// The message decoded.
-        message: MessageKind,
-        /// The number of bytes left over.
-        count: usize,
-    },
-}
-
-/// Displays a byte as hex, plus the character when it is printable ASCII.
-struct DisplayTag(u8);
-
-impl fmt::Display for DisplayTag {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "0x{:02X}", self.0)?;
-        if self.0.is_ascii_graphic() {
-            write!(f, " ('{}')", char::from(self.0))?;
-        }
-        Ok(())
-    }
-}
-
-/// Explains tags that belong to later protocol versions.
-fn tag_hint(tag: u8) -> &'static str {
-    match tag {
-        b'S' | b'E' | b'c' | b'A' => {
-            " (a streaming message of protocol version 2+; this decoder speaks version 1)"
-        }
-        b'b' | b'P' | b'K' | b'r' | b'p' => {
-            " (a two-phase commit message of protocol version 3+; this decoder speaks version 1)"
-        }
-        _ => "",
-    }
-}
-
 /// A cursor over a message body (after the tag byte). Offsets in errors are
 /// counted from the tag byte, hence the `+ 1`s.
 struct Reader<'a> {
@@ -665,6 +548,17 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// Fails when bytes are left over after the message.
+    fn finish(&self) -> Result<(), PgOutputError> {
+        match self.remaining() {
+            0 => Ok(()),
+            count => Err(PgOutputError::TrailingBytes {
+                message: self.kind,
+                count,
+            }),
+        }
+    }
+
     fn remaining(&self) -> usize {
         self.buf.len().saturating_sub(self.pos)
     }

@@ -483,10 +483,58 @@ fn empty_and_unknown_tags() {
     assert_eq!(err.to_string(), "unknown pgoutput message tag 0x5A ('Z')");
     let err = decode(&[0xFF, 1, 2]).unwrap_err();
     assert_eq!(err.to_string(), "unknown pgoutput message tag 0xFF");
-    assert!(decode(b"S\0\0\0\x01\x01")
+    assert!(decode(b"b\0\0\0\x01\x01")
         .unwrap_err()
         .to_string()
-        .contains("protocol version 2"));
+        .contains("protocol version 3"));
+}
+
+#[test]
+fn streaming_messages() {
+    assert_eq!(
+        decode(&Msg::new(b'S').u32(7).u8(1).0),
+        Ok(PgOutputMessage::StreamStart {
+            xid: 7,
+            first_segment: true
+        })
+    );
+    assert_eq!(decode(b"E"), Ok(PgOutputMessage::StreamStop));
+    assert_eq!(
+        decode(&Msg::new(b'c').u32(7).u8(0).i64(0x10).i64(0x20).i64(99).0),
+        Ok(PgOutputMessage::StreamCommit {
+            xid: 7,
+            flags: 0,
+            commit_lsn: Lsn(0x10),
+            end_lsn: Lsn(0x20),
+            commit_time: 99
+        })
+    );
+    assert_eq!(
+        decode(&Msg::new(b'A').u32(7).u32(9).0),
+        Ok(PgOutputMessage::StreamAbort { xid: 7, subxid: 9 })
+    );
+    // Inside a block, data messages carry the (sub)transaction id first.
+    let insert = Msg::new(b'I').u32(9).u32(16384).u8(b'N').i16(1).u8(b'n').0;
+    let (xid, message) = decode_streamed(&insert).unwrap();
+    assert_eq!(xid, 9);
+    assert!(matches!(
+        message,
+        PgOutputMessage::Insert {
+            relation_id: 16384,
+            ..
+        }
+    ));
+    assert!(matches!(
+        decode_streamed(&insert[..3]),
+        Err(PgOutputError::Truncated {
+            field: "transaction id",
+            ..
+        })
+    ));
+    assert!(matches!(
+        decode(&Msg::new(b'A').u32(7).u32(9).u8(0).0),
+        Err(PgOutputError::TrailingBytes { count: 1, .. })
+    ));
 }
 
 #[test]

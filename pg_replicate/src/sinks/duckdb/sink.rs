@@ -42,6 +42,10 @@ pub struct DuckDbSink {
     tables: HashMap<TableId, Arc<TableSchema>>,
     /// The table whose copy transaction is open.
     copying: Option<TableId>,
+    /// While a change transaction spanning several batches is open (see
+    /// [`CdcBatch::continues`]): the table schemas from before it, restored
+    /// when it is rolled back.
+    continuing: Option<HashMap<TableId, Arc<TableSchema>>>,
     /// The last LSN committed.
     last_lsn: Option<Lsn>,
     /// Totals of the CDC applies of this sink.
@@ -66,6 +70,7 @@ impl DuckDbSink {
                 conn,
                 tables: HashMap::new(),
                 copying: None,
+                continuing: None,
                 last_lsn: None,
                 totals: ApplyStats::default(),
             };
@@ -114,11 +119,17 @@ impl DuckDbSink {
         })
     }
 
-    /// Rolls back a copy left open (cancelled or failed backfill).
-    fn abandon_copy(&mut self) {
+    /// Rolls back a copy left open (cancelled or failed backfill) or a
+    /// change transaction whose last batch never came.
+    fn abandon_open(&mut self) {
         if let Some(table) = self.copying.take() {
             debug!(table = %table, "rolling back an unfinished copy");
             rollback(&self.conn);
+        }
+        if let Some(before) = self.continuing.take() {
+            debug!("rolling back an unfinished change transaction");
+            rollback(&self.conn);
+            self.tables = before;
         }
     }
 
@@ -165,6 +176,10 @@ impl DuckDbSink {
                 }
             }
         }
+        if batch.continues {
+            // Recorded with the batch that completes the transaction.
+            return Ok(());
+        }
         state::set_last_lsn(conn, batch.end_lsn)
     }
 }
@@ -182,7 +197,7 @@ fn evolve(conn: &Connection, mode: super::DuckDbMode, table: &TableSchema) -> Re
 
 impl Drop for DuckDbSink {
     fn drop(&mut self) {
-        self.abandon_copy();
+        self.abandon_open();
         self.file.release_writer();
     }
 }
@@ -200,7 +215,7 @@ impl Sink for DuckDbSink {
     async fn write_table_schemas(&mut self, tables: &[Arc<TableSchema>]) -> Result<()> {
         check_names(tables, self.config.mode)?;
         blocking(|| {
-            self.abandon_copy();
+            self.abandon_open();
             let mode = self.config.mode;
             let copied = state::read(&self.conn)?.copied_tables;
             in_transaction(&self.conn, "create the tables", |conn| {
@@ -223,7 +238,7 @@ impl Sink for DuckDbSink {
 
     async fn begin_table_copy(&mut self, table: &Arc<TableSchema>) -> Result<()> {
         blocking(|| {
-            self.abandon_copy();
+            self.abandon_open();
             let known = self.known(table)?.clone();
             self.conn
                 .execute_batch("BEGIN TRANSACTION")
@@ -241,7 +256,7 @@ impl Sink for DuckDbSink {
                 Ok(())
             })();
             if emptied.is_err() {
-                self.abandon_copy();
+                self.abandon_open();
             }
             emptied
         })
@@ -291,7 +306,7 @@ impl Sink for DuckDbSink {
                 Ok(())
             })();
             if written.is_err() {
-                self.abandon_copy();
+                self.abandon_open();
             }
             written
         })
@@ -324,7 +339,7 @@ impl Sink for DuckDbSink {
                 Ok(())
             })();
             if let Err(error) = finished {
-                self.abandon_copy();
+                self.abandon_open();
                 return Err(error);
             }
             self.copying = None;
@@ -336,24 +351,50 @@ impl Sink for DuckDbSink {
 
     async fn write_cdc_batch(&mut self, batch: CdcBatch) -> Result<Lsn> {
         blocking(|| {
-            self.abandon_copy();
-            if let Some(last) = self.last_lsn {
-                if batch.end_lsn <= last {
-                    debug!(end_lsn = %batch.end_lsn, %last, "batch already applied; skipping it");
-                    return Ok(last);
-                }
+            if let Some(table) = self.copying {
+                debug!(table = %table, "rolling back an unfinished copy");
+                self.abandon_open();
+            }
+            let durable = self.last_lsn.unwrap_or(Lsn::ZERO);
+            let continued = self.continuing.take();
+            if continued.is_none()
+                && !batch.continues
+                && self.last_lsn.is_some_and(|last| batch.end_lsn <= last)
+            {
+                debug!(end_lsn = %batch.end_lsn, last = %durable, "batch already applied; skipping it");
+                return Ok(durable);
             }
             let started = Instant::now();
-            let before = self.tables.clone();
-            self.conn
-                .execute_batch("BEGIN TRANSACTION")
-                .map_err(|e| duck_error("begin the transaction of a change batch", e))?;
+            let before = match continued {
+                Some(before) => before,
+                None => {
+                    self.conn
+                        .execute_batch("BEGIN TRANSACTION")
+                        .map_err(|e| duck_error("begin the transaction of a change batch", e))?;
+                    self.tables.clone()
+                }
+            };
             let applied = self.apply_batch(&batch);
-            let applied = applied.and_then(|()| commit(&self.conn, "store a change batch"));
+            let applied = applied.and_then(|()| {
+                if batch.continues {
+                    Ok(())
+                } else {
+                    commit(&self.conn, "store a change batch")
+                }
+            });
             if let Err(error) = applied {
                 rollback(&self.conn);
                 self.tables = before;
                 return Err(error);
+            }
+            if batch.continues {
+                // The transaction goes on in the next batch; nothing new is durable.
+                self.continuing = Some(before);
+                debug!(
+                    events = batch.events.len(),
+                    "part of a large transaction applied (not committed yet)"
+                );
+                return Ok(durable);
             }
             self.last_lsn = Some(batch.end_lsn);
             debug!(end_lsn = %batch.end_lsn, transactions = batch.transactions, events = batch.events.len(), elapsed_ms = started.elapsed().as_millis() as u64, "change batch committed to DuckDB");

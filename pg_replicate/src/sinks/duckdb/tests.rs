@@ -159,6 +159,7 @@ fn cdc(events: Vec<CdcEvent>, end: u64) -> CdcBatch {
         events,
         end_lsn: Lsn(end),
         transactions: 1,
+        continues: false,
     }
 }
 

@@ -2,6 +2,14 @@
 //! decoded into per-table change batches, cut into batches of whole
 //! transactions, with standby status updates that confirm only what the sink
 //! has durably stored.
+//!
+//! Memory stays bounded whatever the transaction size: a transaction larger
+//! than the batch limits is handed out in several batches
+//! ([`CdcBatch::continues`]), and with protocol 2 (Postgres 14+) the server
+//! streams large transactions before they commit; their messages wait in a
+//! [`Spool`] per transaction (spilled to disk beyond
+//! [`BatchConfig::max_spool_memory`]) and are replayed on `Stream Commit`,
+//! without the subtransactions that aborted; `Stream Abort` drops them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -15,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use super::change_batch::{ChangeBatchBuilder, ChangeStamp};
 use super::relations::RelationCache;
+use super::spool::{Replay, Spool, SpoolLimits};
 use crate::pipeline::BatchConfig;
 use crate::postgres::pgoutput::{self, OldTuple, PgOutputMessage};
 use crate::postgres::replication::{ReplicationMessage, ReplicationStream};
@@ -73,6 +82,20 @@ pub struct PostgresCdcStream {
     /// End LSN of transactions that carried nothing for the sink.
     empty_end: Lsn,
     last_status: Instant,
+
+    /// Streamed transactions not yet committed, by top-level xid.
+    spools: HashMap<u32, Spool>,
+    spool_limits: SpoolLimits,
+    /// Bytes all spools hold in memory.
+    spooled_in_memory: usize,
+    /// The top-level xid of the streamed block being received.
+    streaming: Option<u32>,
+    /// A committed streamed transaction being replayed, with its end LSN.
+    replay: Option<(Replay, Lsn)>,
+
+    /// What the pipeline reports as durably stored, from another task.
+    durable: tokio::sync::watch::Receiver<Lsn>,
+    durable_sender: tokio::sync::watch::Sender<Lsn>,
 }
 
 impl PostgresCdcStream {
@@ -87,12 +110,12 @@ impl PostgresCdcStream {
         batch: BatchConfig,
         cancel: CancellationToken,
     ) -> Self {
+        let (durable_sender, durable_receiver) = tokio::sync::watch::channel(start);
         Self {
             stream,
             relations: RelationCache::new(query, tables),
             copied_at,
             resume_after,
-            batch,
             cancel,
             open: None,
             events: Vec::new(),
@@ -108,6 +131,17 @@ impl PostgresCdcStream {
             handed_out: start,
             empty_end: start,
             last_status: Instant::now(),
+            spools: HashMap::new(),
+            spool_limits: SpoolLimits {
+                dir: batch.spill_dir.clone().unwrap_or_else(std::env::temp_dir),
+                max_memory: batch.max_spool_memory,
+            },
+            spooled_in_memory: 0,
+            streaming: None,
+            replay: None,
+            durable: durable_receiver,
+            durable_sender,
+            batch,
         }
     }
 
@@ -143,6 +177,7 @@ impl PostgresCdcStream {
             events: std::mem::take(&mut self.events),
             end_lsn: self.pending_end,
             transactions: self.pending_transactions,
+            continues: false,
         };
         self.pending_rows = 0;
         self.pending_bytes = 0;
@@ -150,6 +185,29 @@ impl PostgresCdcStream {
         self.pending_since = None;
         self.handed_out = batch.end_lsn;
         Ok(Some(batch))
+    }
+
+    /// Whether the transaction being received has outgrown the batch
+    /// limits, so that what it has so far is handed out now.
+    fn open_transaction_full(&self) -> bool {
+        self.open.as_ref().is_some_and(|t| t.has_events && !t.skip) && self.batch_full()
+    }
+
+    /// Hands out what is buffered of the transaction being received (and of
+    /// the complete transactions before it) as a continuing batch.
+    fn take_partial(&mut self) -> Result<CdcBatch> {
+        self.seal_builders()?;
+        let batch = CdcBatch {
+            events: std::mem::take(&mut self.events),
+            end_lsn: self.handed_out,
+            transactions: self.pending_transactions,
+            continues: true,
+        };
+        self.pending_rows = 0;
+        self.pending_bytes = 0;
+        self.pending_transactions = 0;
+        self.pending_since = None;
+        Ok(batch)
     }
 
     /// With everything handed out confirmed and nothing buffered, WAL that
@@ -167,6 +225,7 @@ impl PostgresCdcStream {
                 events: Vec::new(),
                 end_lsn: self.empty_end,
                 transactions: 0,
+                continues: false,
             }
         })
     }
@@ -184,11 +243,123 @@ impl PostgresCdcStream {
         Ok(())
     }
 
-    /// Handles one pgoutput message.
-    async fn handle(&mut self, data: &Bytes) -> Result<()> {
-        let message = pgoutput::decode(data).map_err(|e| {
-            Error::with_source(ErrorKind::Protocol, "malformed pgoutput message", e)
-        })?;
+    /// Handles one message from the server: streamed data is spooled,
+    /// everything else decoded and handled.
+    async fn receive(&mut self, data: &Bytes) -> Result<()> {
+        if let Some(xid) = self.streaming {
+            let control = matches!(data.first(), Some(b'S' | b'E' | b'c' | b'A'));
+            if !control {
+                let spool = self.spools.entry(xid).or_insert_with(Spool::new);
+                let change =
+                    spool.push(data.clone(), self.spooled_in_memory, &self.spool_limits)?;
+                self.spooled_in_memory = self.spooled_in_memory.saturating_add_signed(change);
+                return Ok(());
+            }
+        }
+        let message = pgoutput::decode(data).map_err(malformed)?;
+        self.handle(message, data.len()).await
+    }
+
+    /// Handles the next message of the streamed transaction being replayed.
+    async fn replay_step(&mut self) -> Result<()> {
+        let Some((mut replay, end_lsn)) = self.replay.take() else {
+            return Ok(());
+        };
+        let Some(data) = replay.next_message()? else {
+            return self.commit(end_lsn);
+        };
+        let (_, message) = pgoutput::decode_streamed(data).map_err(malformed)?;
+        let size = data.len();
+        self.handle(message, size).await?;
+        self.replay = Some((replay, end_lsn));
+        Ok(())
+    }
+
+    /// Ends the transaction being received.
+    fn commit(&mut self, end_lsn: Lsn) -> Result<()> {
+        let open = self
+            .open
+            .take()
+            .ok_or_else(|| protocol("Commit without Begin"))?;
+        if open.has_events {
+            self.pending_transactions += 1;
+            self.pending_end = end_lsn;
+            self.pending_since.get_or_insert_with(Instant::now);
+        } else {
+            self.empty_end = self.empty_end.max(end_lsn);
+        }
+        Ok(())
+    }
+
+    /// Handles a message of the streaming protocol; `false` for others.
+    fn handle_stream_control(&mut self, message: &PgOutputMessage<'_>) -> Result<bool> {
+        match *message {
+            PgOutputMessage::StreamStart { xid, .. } => {
+                if self.streaming.is_some() || self.open.is_some() {
+                    return Err(protocol("Stream Start inside a transaction"));
+                }
+                self.streaming = Some(xid);
+            }
+            PgOutputMessage::StreamStop => {
+                if self.streaming.take().is_none() {
+                    return Err(protocol("Stream Stop without Stream Start"));
+                }
+            }
+            PgOutputMessage::StreamAbort { xid, subxid } => {
+                if xid == subxid {
+                    if let Some(spool) = self.spools.remove(&xid) {
+                        self.spooled_in_memory =
+                            self.spooled_in_memory.saturating_sub(spool.memory_bytes());
+                    }
+                    debug!(
+                        xid,
+                        "streamed transaction aborted; its changes are discarded"
+                    );
+                } else if let Some(spool) = self.spools.get_mut(&xid) {
+                    spool.abort_subtransaction(subxid);
+                }
+            }
+            PgOutputMessage::StreamCommit {
+                xid,
+                commit_lsn,
+                end_lsn,
+                commit_time,
+                ..
+            } => {
+                if self.streaming.is_some() || self.open.is_some() {
+                    return Err(protocol("Stream Commit inside a transaction"));
+                }
+                let skip = commit_lsn < self.resume_after;
+                self.open = Some(OpenTransaction {
+                    commit_lsn,
+                    commit_time: commit_time.saturating_add(POSTGRES_EPOCH_OFFSET_MICROS),
+                    next_sequence: 0,
+                    skip,
+                    has_events: false,
+                });
+                match self.spools.remove(&xid) {
+                    Some(spool) => {
+                        self.spooled_in_memory =
+                            self.spooled_in_memory.saturating_sub(spool.memory_bytes());
+                        if skip {
+                            self.commit(end_lsn)?;
+                        } else {
+                            self.replay = Some((spool.into_replay()?, end_lsn));
+                        }
+                    }
+                    None => self.commit(end_lsn)?,
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Handles one decoded pgoutput message of `size` bytes.
+    async fn handle(&mut self, message: PgOutputMessage<'_>, size: usize) -> Result<()> {
+        if self.handle_stream_control(&message)? {
+            return Ok(());
+        }
         match message {
             PgOutputMessage::Begin {
                 final_lsn,
@@ -206,20 +377,13 @@ impl PostgresCdcStream {
                     has_events: false,
                 });
             }
-            PgOutputMessage::Commit { end_lsn, .. } => {
-                let open = self
-                    .open
-                    .take()
-                    .ok_or_else(|| protocol("Commit without Begin"))?;
-                if open.has_events {
-                    self.pending_transactions += 1;
-                    self.pending_end = end_lsn;
-                    self.pending_since.get_or_insert_with(Instant::now);
-                } else {
-                    self.empty_end = self.empty_end.max(end_lsn);
-                }
-            }
-            PgOutputMessage::Origin { .. } | PgOutputMessage::Type { .. } => {}
+            PgOutputMessage::Commit { end_lsn, .. } => self.commit(end_lsn)?,
+            PgOutputMessage::Origin { .. }
+            | PgOutputMessage::Type { .. }
+            | PgOutputMessage::StreamStart { .. }
+            | PgOutputMessage::StreamStop
+            | PgOutputMessage::StreamCommit { .. }
+            | PgOutputMessage::StreamAbort { .. } => {}
             PgOutputMessage::Relation(relation) => {
                 if let Some((old, new)) = self.relations.apply(&relation).await? {
                     // Rows already buffered use the old schema.
@@ -233,7 +397,7 @@ impl PostgresCdcStream {
                 }
             }
             PgOutputMessage::Insert { relation_id, new } => {
-                self.change(relation_id, ChangeOp::Insert, Some(&new), None, data.len())?;
+                self.change(relation_id, ChangeOp::Insert, Some(&new), None, size)?;
             }
             PgOutputMessage::Update {
                 relation_id,
@@ -241,7 +405,7 @@ impl PostgresCdcStream {
                 new,
             } => {
                 let old = old.as_ref().map(old_tuple);
-                self.change(relation_id, ChangeOp::Update, Some(&new), old, data.len())?;
+                self.change(relation_id, ChangeOp::Update, Some(&new), old, size)?;
             }
             PgOutputMessage::Delete { relation_id, old } => {
                 self.change(
@@ -249,7 +413,7 @@ impl PostgresCdcStream {
                     ChangeOp::Delete,
                     None,
                     Some(old_tuple(&old)),
-                    data.len(),
+                    size,
                 )?;
             }
             PgOutputMessage::Truncate {
@@ -373,6 +537,10 @@ fn old_tuple<'a, 'b>(old: &'b OldTuple<'a>) -> &'b pgoutput::TupleData<'a> {
     }
 }
 
+fn malformed(error: pgoutput::PgOutputError) -> Error {
+    Error::with_source(ErrorKind::Protocol, "malformed pgoutput message", error)
+}
+
 fn protocol(what: &str) -> Error {
     Error::new(
         ErrorKind::Protocol,
@@ -385,6 +553,17 @@ impl CdcStream for PostgresCdcStream {
     async fn next_batch(&mut self) -> Result<Option<CdcBatch>> {
         let mut shutdown_deadline: Option<Instant> = None;
         loop {
+            if self.durable.has_changed().unwrap_or(false) {
+                let lsn = *self.durable.borrow_and_update();
+                self.confirm_durable(lsn).await?;
+            }
+            if self.open_transaction_full() {
+                return self.take_partial().map(Some);
+            }
+            if self.replay.is_some() {
+                self.replay_step().await?;
+                continue;
+            }
             let between_transactions = self.open.is_none();
             if between_transactions && self.pending_transactions > 0 {
                 let filled = self.fill_deadline().is_some_and(|d| Instant::now() >= d);
@@ -424,7 +603,7 @@ impl CdcStream for PostgresCdcStream {
                     match message? {
                         Some(ReplicationMessage::XLogData { wal_end, data, .. }) => {
                             self.received = self.received.max(wal_end);
-                            self.handle(&data).await?;
+                            self.receive(&data).await?;
                         }
                         Some(ReplicationMessage::Keepalive { wal_end, reply_requested, .. }) => {
                             self.received = self.received.max(wal_end);
@@ -444,6 +623,13 @@ impl CdcStream for PostgresCdcStream {
                                  resume from the last stored position",
                             ));
                         }
+                    }
+                }
+                changed = self.durable.changed() => {
+                    // The stream holds a sender itself, so this never fails.
+                    if changed.is_ok() {
+                        let lsn = *self.durable.borrow_and_update();
+                        self.confirm_durable(lsn).await?;
                     }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {
@@ -466,6 +652,10 @@ impl CdcStream for PostgresCdcStream {
             self.send_status(false).await?;
         }
         Ok(())
+    }
+
+    fn durable_sender(&self) -> tokio::sync::watch::Sender<Lsn> {
+        self.durable_sender.clone()
     }
 
     async fn close(mut self) -> Result<()> {

@@ -1,5 +1,5 @@
-//! Backfill of one table: `COPY (SELECT ...) TO STDOUT (FORMAT binary)`
-//! decoded straight into Arrow builders.
+//! Backfill: the `COPY (SELECT ...) TO STDOUT (FORMAT binary)` of one
+//! [`CopyUnit`], decoded straight into Arrow builders.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -7,35 +7,19 @@ use std::sync::Arc;
 use arrow::array::ArrayRef;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use async_trait::async_trait;
 use futures_util::StreamExt;
 use tokio_postgres::{Client, CopyOutStream};
 
+use super::copy_plan::CopyUnit;
 use crate::pipeline::BatchConfig;
 use crate::postgres::copy_binary::{CopyBinaryError, CopyBinaryParser};
-use crate::sources::TableCopyStream;
 use crate::types::change::table_arrow_schema;
-use crate::types::values::{copy_select_expr, ColumnBuilder, ValueError};
+use crate::types::values::{ColumnBuilder, ValueError};
 use crate::types::TableSchema;
 use crate::{Error, ErrorKind, Result};
 
-/// The `COPY` statement that reads a table's published columns.
-pub(crate) fn copy_statement(table: &TableSchema) -> String {
-    let columns: Vec<String> = table.columns.iter().map(copy_select_expr).collect();
-    let select = if columns.is_empty() {
-        // A table without columns still has rows; COPY needs an expression.
-        "NULL::int4".to_owned()
-    } else {
-        columns.join(", ")
-    };
-    format!(
-        "COPY (SELECT {select} FROM ONLY {}) TO STDOUT (FORMAT binary)",
-        table.name.quoted()
-    )
-}
-
-/// Rows of one table being copied.
-pub struct PostgresTableCopy {
+/// Reads one unit's `COPY` into batches of the table's schema.
+pub(crate) struct UnitReader {
     table: Arc<TableSchema>,
     schema: SchemaRef,
     stream: Pin<Box<CopyOutStream>>,
@@ -47,20 +31,28 @@ pub struct PostgresTableCopy {
     bytes: usize,
 }
 
-impl PostgresTableCopy {
+impl UnitReader {
+    /// Starts the unit's `COPY` on `client`.
     pub(crate) async fn start(
         client: &Client,
-        table: Arc<TableSchema>,
+        unit: &CopyUnit,
         batch: &BatchConfig,
     ) -> Result<Self> {
-        let statement = copy_statement(&table);
-        let stream = client.copy_out(statement.as_str()).await.map_err(|e| {
-            Error::with_source(
-                copy_error_kind(&e),
-                format!("could not start copying {}", table.name),
-                e,
-            )
-        })?;
+        let table = unit.table.clone();
+        let stream = client
+            .copy_out(unit.statement().as_str())
+            .await
+            .map_err(|e| {
+                Error::with_source(
+                    copy_error_kind(&e),
+                    format!(
+                    "could not start copying {} (was it dropped or altered during the backfill? \
+                     restart the pipeline to copy it again)",
+                    table.name
+                ),
+                    e,
+                )
+            })?;
         let capacity = batch.max_rows.min(8192);
         let builders = table
             .columns
@@ -110,9 +102,9 @@ fn copy_error_kind(error: &tokio_postgres::Error) -> ErrorKind {
     }
 }
 
-#[async_trait]
-impl TableCopyStream for PostgresTableCopy {
-    async fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+impl UnitReader {
+    /// The next batch, or `None` when the unit is read completely.
+    pub(crate) async fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
         loop {
             if self.rows >= self.max_rows || self.bytes >= self.max_bytes {
                 return self.take_batch().map(Some);

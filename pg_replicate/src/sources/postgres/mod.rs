@@ -11,11 +11,15 @@
 mod cdc;
 mod change_batch;
 mod copy;
+mod copy_plan;
+mod copy_pool;
 mod relations;
+mod spool;
 
 pub use cdc::PostgresCdcStream;
-pub use copy::PostgresTableCopy;
+pub use copy_pool::PostgresTableCopy;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -33,6 +37,7 @@ use crate::types::change::ResumptionState;
 use crate::types::table::quote_literal;
 use crate::types::{Lsn, TableName, TableSchema};
 use crate::{Error, ErrorKind, Result};
+use copy_pool::CopyPool;
 
 /// Which tables the source reads.
 #[derive(Clone, Debug)]
@@ -55,6 +60,12 @@ pub struct PostgresSource {
     snapshot_connection: Option<ReplicationClient>,
     slot_confirmed: Option<Lsn>,
     schemas: Vec<Arc<TableSchema>>,
+    /// The snapshot the copies read, with the tables to copy in it.
+    snapshot: Option<(String, Vec<Arc<TableSchema>>)>,
+    /// Publication row filters (Postgres 15+), applied to the copies.
+    row_filters: HashMap<TableName, String>,
+    copy_connections: usize,
+    copy_pool: Option<CopyPool>,
 }
 
 impl PostgresSource {
@@ -89,7 +100,20 @@ impl PostgresSource {
             snapshot_connection: None,
             slot_confirmed: None,
             schemas: Vec::new(),
+            snapshot: None,
+            row_filters: HashMap::new(),
+            copy_connections: default_copy_connections(),
+            copy_pool: None,
         }
+    }
+
+    /// Sets how many connections copy tables in parallel during the
+    /// backfill (default: the number of CPUs, at most 4). Each imports the
+    /// same snapshot; large tables are split into ctid block ranges read
+    /// concurrently.
+    pub fn with_copy_connections(mut self, connections: usize) -> Self {
+        self.copy_connections = connections.max(1);
+        self
     }
 
     fn query(&self) -> Result<&Client> {
@@ -105,6 +129,26 @@ impl PostgresSource {
             schemas.push(Arc::new(catalog::table_schema(query, id).await?));
         }
         self.schemas = schemas;
+        Ok(())
+    }
+
+    /// Narrows the schemas to the publication's column lists and keeps its
+    /// row filters for the copies (Postgres 15+); the stream is filtered by
+    /// the server.
+    async fn apply_publication_filters(&mut self, publication: &str) -> Result<()> {
+        let published = catalog::published_tables(self.query()?, publication).await?;
+        for schema in &mut self.schemas {
+            let Some(table) = published.get(&schema.name) else {
+                continue;
+            };
+            if let Some(columns) = &table.columns {
+                let narrowed = Arc::make_mut(schema);
+                narrowed.columns.retain(|c| columns.contains(&c.name));
+            }
+            if let Some(filter) = &table.row_filter {
+                self.row_filters.insert(schema.name.clone(), filter.clone());
+            }
+        }
         Ok(())
     }
 
@@ -138,7 +182,19 @@ impl PostgresSource {
                 Error::with_source(ErrorKind::Connection, "could not read the WAL position", e)
             })?
             .get(0);
+        let snapshot: String = query
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await
+            .map_err(|e| {
+                Error::with_source(
+                    ErrorKind::Connection,
+                    "could not export the copy snapshot",
+                    e,
+                )
+            })?
+            .get(0);
         self.load_schemas(ids).await?;
+        self.snapshot = Some((snapshot, self.schemas.clone()));
         Ok(SourcePlan {
             tables: self.schemas.clone(),
             tables_to_copy: self.schemas.clone(),
@@ -162,6 +218,7 @@ impl PostgresSource {
             warn!(publication, "the publication has no tables");
         }
         self.load_schemas(ids).await?;
+        self.apply_publication_filters(&publication).await?;
         if info.publishes_updates || info.publishes_deletes {
             check_identities(&self.schemas)?;
         }
@@ -218,6 +275,7 @@ impl PostgresSource {
                     .await
                     .map_err(|e| Error::with_source(ErrorKind::SourceSetup, "could not import the slot's snapshot", e))?;
                 snapshot_lsn = lsn;
+                self.snapshot = Some((name, tables_to_copy.clone()));
             }
         } else {
             tables_to_copy.clear();
@@ -229,6 +287,11 @@ impl PostgresSource {
             snapshot_lsn,
         })
     }
+}
+
+/// One copy connection per CPU, at most 4.
+fn default_copy_connections() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4))
 }
 
 /// A short random-ish suffix for temporary slot names.
@@ -331,7 +394,35 @@ impl Source for PostgresSource {
         table: &Arc<TableSchema>,
         batch: &BatchConfig,
     ) -> Result<PostgresTableCopy> {
-        PostgresTableCopy::start(self.query()?, table.clone(), batch).await
+        if self.copy_pool.is_none() {
+            let Some((snapshot, tables)) = &self.snapshot else {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "{} cannot be copied: the source's plan has no tables to copy",
+                        table.name
+                    ),
+                ));
+            };
+            let pool = CopyPool::start(
+                &self.connection,
+                self.query()?,
+                snapshot,
+                tables,
+                &self.row_filters,
+                self.copy_connections,
+                batch,
+            )
+            .await?;
+            self.copy_pool = Some(pool);
+        }
+        match self.copy_pool.as_mut() {
+            Some(pool) => pool.take(table),
+            None => Err(Error::new(
+                ErrorKind::Config,
+                "the copy connections did not start",
+            )),
+        }
     }
 
     async fn start_cdc(
@@ -352,6 +443,9 @@ impl Source for PostgresSource {
                 "the source must be prepared before streaming",
             )
         })?;
+        // The backfill is over: close its connections and snapshot.
+        self.copy_pool = None;
+        self.snapshot = None;
         // End the copy snapshot (a no-op outside a transaction).
         query.batch_execute("COMMIT").await.map_err(|e| {
             Error::with_source(ErrorKind::Connection, "could not end the copy snapshot", e)
@@ -364,11 +458,18 @@ impl Source for PostgresSource {
             None => ReplicationClient::connect(&self.connection).await?,
         };
         let start = state.last_lsn.unwrap_or(Lsn::ZERO);
+        // Protocol 2 streams large transactions before they commit
+        // (Postgres 14+), so they need not be held whole anywhere.
+        let protocol = if connection.server_version_num().unwrap_or(0) >= 140_000 {
+            2
+        } else {
+            1
+        };
         let stream = connection
-            .start_replication(&slot, start, &publication, 1)
+            .start_replication(&slot, start, &publication, protocol)
             .await?;
         let position = start.max(self.slot_confirmed.unwrap_or(Lsn::ZERO));
-        info!(slot, publication, start = %position, "streaming changes");
+        info!(slot, publication, start = %position, protocol, "streaming changes");
         Ok(PostgresCdcStream::new(
             stream,
             query,

@@ -38,7 +38,17 @@ impl RelationCache {
         relation: &RelationMessage<'_>,
     ) -> Result<Option<(Arc<TableSchema>, Arc<TableSchema>)>> {
         let id = TableId(relation.id);
-        let known = self.get(id)?;
+        // With publish_via_partition_root the server also describes the
+        // partition a change was made in, but sends the change as the
+        // partitioned table: a Relation message alone is not a change.
+        let Some(known) = self.tables.get(&id).cloned() else {
+            tracing::debug!(
+                relation = relation.name,
+                oid = relation.id,
+                "Relation message of a table not replicated; ignored"
+            );
+            return Ok(None);
+        };
         let replica_identity =
             ReplicaIdentity::from_code(relation.replica_identity).ok_or_else(|| {
                 Error::new(

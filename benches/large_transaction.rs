@@ -1,0 +1,78 @@
+//! Large-transaction benchmark: one transaction inserting 1,000,000
+//! mixed-type rows, streamed into a discarding sink, next to
+//! `pg_recvlogical` reading the same slot range into /dev/null, in the same
+//! run. The figure that matters is our peak RSS: the transaction is never
+//! held whole in memory (the server streams it with protocol 2; our spool
+//! keeps at most `BatchConfig::max_spool_memory` in memory and spills the
+//! rest to disk).
+//!
+//! ```text
+//! cargo bench -p pg_replicate_benches --bench large_transaction      # 1,000,000 rows
+//! BENCH_ROWS=100000 cargo bench -p pg_replicate_benches --bench large_transaction
+//! ```
+
+use pg_replicate::postgres::throwaway::ThrowawayRole;
+use pg_replicate_benches::*;
+
+fn main() {
+    let rows = env_count("BENCH_ROWS", 1_000_000);
+    eprintln!("starting PostgreSQL ...");
+    let cluster = start_cluster();
+    cluster
+        .psql(
+            "bench",
+            &format!(
+                "CREATE TABLE c ({MIXED_TABLE_COLUMNS}); CREATE PUBLICATION bench_pub FOR TABLE c;
+                 SELECT pg_create_logical_replication_slot('reference', 'pgoutput');
+                 SELECT pg_create_logical_replication_slot('ours', 'pgoutput');"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("set-up failed: {e}"));
+    eprintln!("inserting {rows} rows in one transaction ...");
+    cluster
+        .psql(
+            "bench",
+            &format!("INSERT INTO c SELECT {MIXED_TABLE_VALUES} FROM generate_series(1, {rows}) g"),
+        )
+        .unwrap_or_else(|e| panic!("cannot insert: {e}"));
+    let end_lsn = cluster
+        .psql("bench", "SELECT pg_current_wal_insert_lsn()")
+        .unwrap_or_else(|e| panic!("cannot read the WAL position: {e}"))
+        .trim()
+        .to_owned();
+    cluster
+        .psql("bench", "INSERT INTO c (id) VALUES (-1)")
+        .unwrap_or_else(|e| panic!("cannot insert the end marker: {e}"));
+
+    let reference = time_command(&mut recvlogical(
+        &cluster,
+        "127.0.0.1",
+        "reference",
+        &end_lsn,
+    ));
+    let reference_rss = peak_rss_children_mib();
+    let config = cluster.connection_config("bench", ThrowawayRole::Superuser.name());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (elapsed, changes) = runtime.block_on(run_cdc_into_discard(config, "ours", rows));
+    assert!(changes >= rows, "received {changes} of {rows} changes");
+    print_table(
+        &format!("One transaction of {rows} inserted rows, over TCP"),
+        "rows",
+        &[
+            Measurement {
+                name: "pg_recvlogical → /dev/null (protocol 1)".into(),
+                count: rows,
+                bytes: None,
+                elapsed: reference,
+                peak_rss_mib: Some(reference_rss),
+            },
+            Measurement {
+                name: "pg_replicate → Arrow → discarding sink (protocol 2, streamed)".into(),
+                count: rows,
+                bytes: None,
+                elapsed,
+                peak_rss_mib: Some(peak_rss_self_mib()),
+            },
+        ],
+    );
+}
