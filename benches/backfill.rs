@@ -142,7 +142,8 @@ fn time_parallel(mut commands: Vec<Command>) -> Duration {
     let children: Vec<_> = commands
         .iter_mut()
         .map(|c| {
-            c.spawn()
+            c.stdout(std::process::Stdio::null())
+                .spawn()
                 .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"))
         })
         .collect();
