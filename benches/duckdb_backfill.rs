@@ -117,6 +117,7 @@ fn main() {
                 path: our_file.clone(),
                 mode: DuckDbMode::CurrentState,
                 identity: None,
+                memory_limit: None,
             })
             .unwrap_or_else(|e| panic!("cannot open DuckDB: {e}"));
             let source =

@@ -10,6 +10,7 @@
 //! ```text
 //! cargo bench -p pg_replicate_benches --bench duckdb_cdc
 //! BENCH_EVENTS=200000 BENCH_LAG_SECONDS=10 cargo bench -p pg_replicate_benches --bench duckdb_cdc
+//! BENCH_DUCKDB_MEMORY_LIMIT=256MB cargo bench -p pg_replicate_benches --bench duckdb_cdc
 //! ```
 
 use std::time::{Duration, Instant};
@@ -60,6 +61,7 @@ fn main() {
             path: file,
             mode: DuckDbMode::CurrentState,
             identity: None,
+            memory_limit: std::env::var("BENCH_DUCKDB_MEMORY_LIMIT").ok(),
         })
         .unwrap_or_else(|e| panic!("cannot open DuckDB: {e}"));
         let cancel = CancellationToken::new();
@@ -107,6 +109,7 @@ fn main() {
             path: file,
             mode: DuckDbMode::CurrentState,
             identity: None,
+            memory_limit: None,
         })
         .unwrap_or_else(|e| panic!("cannot open DuckDB: {e}"));
         let cancel = CancellationToken::new();

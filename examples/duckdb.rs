@@ -32,6 +32,9 @@ struct Cli {
     /// every change per table, or both.
     #[arg(long, value_enum, default_value_t = Mode::Current)]
     mode: Mode,
+    /// DuckDB's memory limit, for example 1GB (default: 80% of RAM).
+    #[arg(long)]
+    duckdb_memory_limit: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -65,10 +68,12 @@ async fn run(cli: Cli) -> Result<(), pg_replicate::Error> {
     };
     let cancel = shutdown_on_signal();
     let (source, action, identity) = cli.command.into_source(connection);
+    let source = cli.db.configure(source);
     let sink = DuckDbSink::open(DuckDbSinkConfig {
         path: cli.duckdb_file,
         mode,
         identity,
+        memory_limit: cli.duckdb_memory_limit,
     })?;
     let report = DataPipeline::new(source, ProgressSink::new(sink), action)
         .with_cancellation(cancel)

@@ -128,6 +128,7 @@ async fn run() -> Result<bool, Error> {
         path: DUCKDB_FILE.into(),
         mode: DuckDbMode::CurrentState,
         identity: Some(format!("{PUBLICATION}/{SLOT}")),
+        memory_limit: None,
     })?);
     let stored_changes = sink.changes_counter();
     let cancel = shutdown_on_signal();

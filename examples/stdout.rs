@@ -30,6 +30,7 @@ async fn main() -> std::process::ExitCode {
     init_logging();
     let cli = Cli::parse();
     let (source, action, _) = cli.command.into_source(cli.db.connection());
+    let source = cli.db.configure(source);
     let result = DataPipeline::new(source, StdoutSink::new(), action)
         .with_cancellation(shutdown_on_signal())
         .start()

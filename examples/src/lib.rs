@@ -38,6 +38,10 @@ pub struct DbArgs {
     /// PEM file of root certificates trusted with --sslmode verify-full.
     #[arg(long)]
     pub ssl_root_cert: Option<std::path::PathBuf>,
+    /// Connections copying tables in parallel during the backfill
+    /// (default: one per CPU, at most 4).
+    #[arg(long)]
+    pub copy_connections: Option<usize>,
 }
 
 impl DbArgs {
@@ -51,6 +55,14 @@ impl DbArgs {
             password: self.db_password.clone(),
             ssl_mode: self.sslmode,
             ssl_root_cert: self.ssl_root_cert.clone(),
+        }
+    }
+
+    /// Applies the source options of these arguments to `source`.
+    pub fn configure(&self, source: PostgresSource) -> PostgresSource {
+        match self.copy_connections {
+            Some(connections) => source.with_copy_connections(connections),
+            None => source,
         }
     }
 }

@@ -28,6 +28,7 @@ fn sink_config(file: &Path, identity: &str) -> DuckDbSinkConfig {
         path: file.to_path_buf(),
         mode: DuckDbMode::CurrentState,
         identity: Some(identity.to_owned()),
+        memory_limit: None,
     }
 }
 

@@ -295,3 +295,57 @@ async fn tables_dropped_or_altered_during_the_backfill_fail_clearly() {
         assert!(error.to_string().contains(expected), "{table}: {error}");
     }
 }
+
+#[tokio::test]
+async fn a_slot_dropped_under_the_pipeline_stops_it_and_a_restart_copies_again() {
+    let db = fresh_database("slot_dropped").await;
+    let publication = db.unique_name("pub");
+    let slot = db.unique_name("slot");
+    db.execute(&format!(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'v' FROM generate_series(1, 50) g;
+         CREATE PUBLICATION {publication} FOR TABLE t;"
+    ))
+    .await;
+    let store = Arc::new(Mutex::new(Store::default()));
+    let running = start_copied(&db, &publication, &slot, &store, 1).await;
+    wait_slot_state(&db, &slot, true).await;
+
+    // Someone ends the stream and drops the slot.
+    let admin = db.client().await;
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap();
+    wait_slot_inactive(&db, &slot).await;
+    admin
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await
+        .unwrap();
+    let error = tokio::time::timeout(std::time::Duration::from_secs(30), running.handle)
+        .await
+        .expect("the pipeline stops")
+        .unwrap()
+        .expect_err("the pipeline reports the lost stream");
+    assert_eq!(error.kind(), pg_replicate::ErrorKind::Connection, "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("terminated this connection; retry"),
+        "{error}"
+    );
+    assert!(error.kind().is_retryable(), "{error}");
+
+    // Changes made meanwhile are gone from the WAL stream: a restart makes a
+    // new slot and copies the table again.
+    db.execute("UPDATE t SET v = 'while down' WHERE id <= 5; DELETE FROM t WHERE id > 45;")
+        .await;
+    let running = start(&db, &publication, &slot, &store, PipelineAction::Both);
+    wait_converged(&db, &store, &["public.t"]).await;
+    db.execute("INSERT INTO t VALUES (100, 'after')").await;
+    wait_converged(&db, &store, &["public.t"]).await;
+    running.stop().await.unwrap();
+}

@@ -70,6 +70,10 @@ pub struct DuckDbSinkConfig {
     /// refused, so a file is never mixed with the data of another
     /// replication stream. `None` skips the check (and stores nothing).
     pub identity: Option<String>,
+    /// DuckDB's `memory_limit` while the sink is open, for example
+    /// `"1GB"`; beyond it DuckDB spills to temporary files. `None` keeps
+    /// DuckDB's default (80% of the machine's memory).
+    pub memory_limit: Option<String>,
 }
 
 impl DuckDbSinkConfig {
@@ -79,6 +83,7 @@ impl DuckDbSinkConfig {
             path: path.into(),
             mode: DuckDbMode::default(),
             identity: None,
+            memory_limit: None,
         }
     }
 
@@ -91,6 +96,12 @@ impl DuckDbSinkConfig {
     /// Sets the identity stored in and checked against the file.
     pub fn with_identity(mut self, identity: impl Into<String>) -> Self {
         self.identity = Some(identity.into());
+        self
+    }
+
+    /// Sets DuckDB's memory limit, for example `"1GB"`.
+    pub fn with_memory_limit(mut self, limit: impl Into<String>) -> Self {
+        self.memory_limit = Some(limit.into());
         self
     }
 }

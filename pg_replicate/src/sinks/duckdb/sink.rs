@@ -18,6 +18,7 @@ use super::schema::{check_names, history_name};
 use super::{append, blocking, commit, duck_error, in_transaction, rollback, state};
 use crate::sinks::Sink;
 use crate::types::change::{CdcBatch, CdcEvent, ResumptionState};
+use crate::types::table::quote_literal;
 use crate::types::{Lsn, TableId, TableSchema};
 use crate::{Error, ErrorKind, Result};
 
@@ -74,6 +75,17 @@ impl DuckDbSink {
                 last_lsn: None,
                 totals: ApplyStats::default(),
             };
+            if let Some(limit) = &sink.config.memory_limit {
+                sink.conn
+                    .execute_batch(&format!("SET memory_limit = {}", quote_literal(limit)))
+                    .map_err(|e| {
+                        Error::with_source(
+                            ErrorKind::Config,
+                            format!("DuckDB refused memory_limit {limit:?}; give a size such as \"1GB\""),
+                            e,
+                        )
+                    })?;
+            }
             state::init(&sink.conn, &sink.config)?;
             let mut sink = sink;
             sink.last_lsn = state::read(&sink.conn)?.last_lsn;

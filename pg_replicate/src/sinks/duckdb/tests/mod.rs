@@ -14,6 +14,8 @@ use arrow::array::{
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::DataType;
 
+mod continuing;
+
 use super::*;
 use crate::sinks::Sink;
 use crate::types::change::{
