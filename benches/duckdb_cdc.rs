@@ -13,7 +13,7 @@
 //! BENCH_DUCKDB_MEMORY_LIMIT=256MB cargo bench -p pg_replicate_benches --bench duckdb_cdc
 //! ```
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pg_replicate::pipeline::{DataPipeline, PipelineAction};
 use pg_replicate::postgres::throwaway::ThrowawayRole;
@@ -67,15 +67,8 @@ fn main() {
         let cancel = CancellationToken::new();
         let mut sink = CountingSink::new(sink);
         sink.stop_after = Some((total, cancel.clone()));
-        let source = PostgresSource::new(config.clone(), "bench_pub", "ours");
-        let mut pipeline =
-            DataPipeline::new(source, sink, PipelineAction::CdcOnly).with_cancellation(cancel);
-        let start = Instant::now();
-        pipeline
-            .start()
-            .await
-            .unwrap_or_else(|e| panic!("CDC failed: {e}"));
-        (start.elapsed(), pipeline.sink().changes)
+        let (elapsed, sink) = time_cdc(config.clone(), "ours", sink, cancel).await;
+        (elapsed, sink.changes)
     });
     assert!(applied >= total, "applied {applied} of {total}");
     print_table(

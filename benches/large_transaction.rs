@@ -35,14 +35,7 @@ fn main() {
             &format!("INSERT INTO c SELECT {MIXED_TABLE_VALUES} FROM generate_series(1, {rows}) g"),
         )
         .unwrap_or_else(|e| panic!("cannot insert: {e}"));
-    let end_lsn = cluster
-        .psql("bench", "SELECT pg_current_wal_insert_lsn()")
-        .unwrap_or_else(|e| panic!("cannot read the WAL position: {e}"))
-        .trim()
-        .to_owned();
-    cluster
-        .psql("bench", "INSERT INTO c (id) VALUES (-1)")
-        .unwrap_or_else(|e| panic!("cannot insert the end marker: {e}"));
+    let end_lsn = end_position(&cluster);
 
     let reference = time_command(&mut recvlogical(
         &cluster,

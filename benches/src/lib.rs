@@ -396,6 +396,12 @@ pub fn generate_changes(
         "changes.sql",
         &change_script("c", inserts, updates, deletes, per_tx),
     );
+    end_position(cluster)
+}
+
+/// The WAL insert position now, for `pg_recvlogical --endpos`; one more
+/// row is inserted into table `c` after it so the stream passes it.
+pub fn end_position(cluster: &pg_replicate::postgres::throwaway::ThrowawayCluster) -> String {
     let end_lsn = cluster
         .psql("bench", "SELECT pg_current_wal_insert_lsn()")
         .unwrap_or_else(|e| panic!("cannot read the WAL position: {e}"))
@@ -440,13 +446,25 @@ pub async fn run_cdc_into_discard(
     slot: &str,
     expected: u64,
 ) -> (Duration, u64) {
-    use pg_replicate::pipeline::{DataPipeline, PipelineAction};
-    use pg_replicate::sources::postgres::PostgresSource;
     let cancel = CancellationToken::new();
     let sink = DiscardSink {
         stop_after_changes: Some((expected, cancel.clone())),
         ..DiscardSink::default()
     };
+    let (elapsed, sink) = time_cdc(config, slot, sink, cancel).await;
+    (elapsed, sink.changes)
+}
+
+/// Streams publication `bench_pub` from `slot` into `sink` until `cancel`
+/// fires (the sink fires it); returns the time and the sink.
+pub async fn time_cdc<S: Sink>(
+    config: pg_replicate::postgres::PgConnectionConfig,
+    slot: &str,
+    sink: S,
+    cancel: CancellationToken,
+) -> (Duration, S) {
+    use pg_replicate::pipeline::{DataPipeline, PipelineAction};
+    use pg_replicate::sources::postgres::PostgresSource;
     let source = PostgresSource::new(config, "bench_pub", slot);
     let mut pipeline =
         DataPipeline::new(source, sink, PipelineAction::CdcOnly).with_cancellation(cancel);
@@ -455,5 +473,6 @@ pub async fn run_cdc_into_discard(
         .start()
         .await
         .unwrap_or_else(|e| panic!("CDC failed: {e}"));
-    (start.elapsed(), pipeline.sink().changes)
+    let elapsed = start.elapsed();
+    (elapsed, pipeline.into_parts().1)
 }

@@ -89,6 +89,16 @@ fn random_transaction(rng: &mut Rng, next_id: &mut u64) -> String {
     sql
 }
 
+/// The slot's confirmed position is not ahead of what the DuckDB file holds.
+async fn assert_confirmed_not_ahead(db: &TestDb, slot: &str, reader: &DuckDbReader) {
+    let stored = stored_lsn(reader).expect("an applied LSN");
+    let confirmed = confirmed_flush(db, slot).await.unwrap();
+    assert!(
+        confirmed <= stored,
+        "confirmed {confirmed} is ahead of stored {stored}"
+    );
+}
+
 async fn create_workload_tables(db: &TestDb, publication: &str) {
     db.execute(&format!(
         "CREATE TABLE accounts (id int PRIMARY KEY, owner text, balance numeric(12,2), doc text);
@@ -166,12 +176,7 @@ async fn a_mixed_workload_converges_to_postgres() {
     wait_workload_converged(&db, &reader).await;
 
     running.stop().await.unwrap();
-    let stored = stored_lsn(&reader).expect("an applied LSN");
-    let confirmed = confirmed_flush(&db, &slot).await.unwrap();
-    assert!(
-        confirmed <= stored,
-        "confirmed {confirmed} is ahead of stored {stored}"
-    );
+    assert_confirmed_not_ahead(&db, &slot, &reader).await;
 }
 
 #[tokio::test]
@@ -417,12 +422,7 @@ async fn a_pipeline_killed_during_cdc_resumes_exactly_once() {
         counts("SELECT count(*) FROM (SELECT DISTINCT _pgr_commit_lsn, _pgr_seq FROM public.kv__history WHERE _pgr_op <> 'copy')"),
         changes as i64
     );
-    let stored = stored_lsn(&reader).unwrap();
-    let confirmed = confirmed_flush(&db, &slot).await.unwrap();
-    assert!(
-        confirmed <= stored,
-        "confirmed {confirmed} is ahead of stored {stored}"
-    );
+    assert_confirmed_not_ahead(&db, &slot, &reader).await;
 }
 
 #[tokio::test]
@@ -463,10 +463,5 @@ async fn large_and_streamed_transactions_are_applied_whole() {
     .await;
     wait_workload_converged(&db, &reader).await;
     running.stop().await.unwrap();
-    let stored = stored_lsn(&reader).expect("an applied LSN");
-    let confirmed = confirmed_flush(&db, &slot).await.unwrap();
-    assert!(
-        confirmed <= stored,
-        "confirmed {confirmed} is ahead of stored {stored}"
-    );
+    assert_confirmed_not_ahead(&db, &slot, &reader).await;
 }
