@@ -349,3 +349,46 @@ async fn a_slot_dropped_under_the_pipeline_stops_it_and_a_restart_copies_again()
     wait_converged(&db, &store, &["public.t"]).await;
     running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_snapshot_that_expired_before_the_copy_fails_clearly() {
+    let db = fresh_database("snapshot_expired").await;
+    let publication = db.unique_name("pub");
+    let slot = db.unique_name("slot");
+    db.execute(&format!(
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);
+         CREATE PUBLICATION {publication} FOR TABLE t;"
+    ))
+    .await;
+    let mut source = PostgresSource::new(db.config(), &publication, &slot);
+    let plan = source
+        .prepare(PipelineAction::Both, &Default::default())
+        .await
+        .unwrap();
+    // The connection that exported the snapshot goes away (waited for) before
+    // the copy connections import it.
+    db.execute(&format!(
+        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity
+         WHERE backend_type = 'walsender' AND datname = '{}'",
+        db.name()
+    ))
+    .await;
+    let error = match source
+        .copy_table(&plan.tables_to_copy[0], &Default::default())
+        .await
+    {
+        Ok(_) => panic!("the copy must not start without its snapshot"),
+        Err(error) => error,
+    };
+    assert_eq!(
+        error.kind(),
+        pg_replicate::ErrorKind::SourceSetup,
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("could not import the backfill's snapshot"),
+        "{error}"
+    );
+}
