@@ -20,7 +20,7 @@ const MIN_RANGE_BLOCKS: u64 = 1024;
 
 /// Ranges planned per copy connection, so that a connection that finishes
 /// early takes over work instead of idling.
-const RANGES_PER_CONNECTION: u64 = 4;
+const RANGES_PER_CONNECTION: u64 = 16;
 
 /// Which blocks of a relation one `COPY` reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
