@@ -8,8 +8,6 @@
 //! BENCH_EVENTS=200000 cargo bench -p pg_replicate_benches --bench cdc
 //! ```
 
-use std::fmt::Write as _;
-
 use pg_replicate::postgres::throwaway::ThrowawayRole;
 use pg_replicate_benches::*;
 
@@ -24,19 +22,7 @@ fn main() {
     eprintln!("starting PostgreSQL ...");
     let cluster = start_cluster();
     let slots = ["ref_tcp", "ours_tcp", "ref_unix", "ours_unix"];
-    let mut setup = format!(
-        "CREATE TABLE c ({MIXED_TABLE_COLUMNS}); CREATE PUBLICATION bench_pub FOR TABLE c;"
-    );
-    for slot in slots {
-        write!(
-            setup,
-            "SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput');"
-        )
-        .unwrap();
-    }
-    cluster
-        .psql("bench", &setup)
-        .unwrap_or_else(|e| panic!("set-up failed: {e}"));
+    create_change_table(&cluster, &slots, "");
 
     eprintln!("generating {total} change events ...");
     let end_lsn = generate_changes(&cluster, inserts, updates, deletes, TRANSACTION_ROWS);

@@ -31,18 +31,12 @@ fn main() {
     let (updates, deletes) = (inserts / 2, inserts / 2);
     let total = inserts + updates + deletes;
     let cluster = start_cluster();
-    cluster
-        .psql(
-            "bench",
-            &format!(
-                "CREATE TABLE c ({MIXED_TABLE_COLUMNS}); CREATE PUBLICATION bench_pub FOR TABLE c;
-                 CREATE TABLE lag (id bigserial PRIMARY KEY, at timestamptz DEFAULT now(), note text);
-                 CREATE PUBLICATION lag_pub FOR TABLE lag;
-                 SELECT pg_create_logical_replication_slot('ref', 'pgoutput');
-                 SELECT pg_create_logical_replication_slot('ours', 'pgoutput');"
-            ),
-        )
-        .unwrap_or_else(|e| panic!("set-up failed: {e}"));
+    create_change_table(
+        &cluster,
+        &["ref", "ours"],
+        "CREATE TABLE lag (id bigserial PRIMARY KEY, at timestamptz DEFAULT now(), note text);
+         CREATE PUBLICATION lag_pub FOR TABLE lag;",
+    );
     eprintln!("generating {total} change events ...");
     let end_lsn = generate_changes(&cluster, inserts, updates, deletes, TRANSACTION_ROWS);
 

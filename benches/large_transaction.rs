@@ -18,16 +18,7 @@ fn main() {
     let rows = env_count("BENCH_ROWS", 1_000_000);
     eprintln!("starting PostgreSQL ...");
     let cluster = start_cluster();
-    cluster
-        .psql(
-            "bench",
-            &format!(
-                "CREATE TABLE c ({MIXED_TABLE_COLUMNS}); CREATE PUBLICATION bench_pub FOR TABLE c;
-                 SELECT pg_create_logical_replication_slot('reference', 'pgoutput');
-                 SELECT pg_create_logical_replication_slot('ours', 'pgoutput');"
-            ),
-        )
-        .unwrap_or_else(|e| panic!("set-up failed: {e}"));
+    create_change_table(&cluster, &["reference", "ours"], "");
     eprintln!("inserting {rows} rows in one transaction ...");
     cluster
         .psql(

@@ -381,6 +381,28 @@ pub fn create_mixed_table(
         .unwrap_or_else(|e| panic!("cannot generate data: {e}"));
 }
 
+/// Creates the mixed-type table `c`, publication `bench_pub` for it, and
+/// a pgoutput slot per name in `slots` (before any change, so every reader
+/// sees the same range); `extra` is more SQL run with it.
+pub fn create_change_table(
+    cluster: &pg_replicate::postgres::throwaway::ThrowawayCluster,
+    slots: &[&str],
+    extra: &str,
+) {
+    let mut sql = format!(
+        "CREATE TABLE c ({MIXED_TABLE_COLUMNS}); CREATE PUBLICATION bench_pub FOR TABLE c;"
+    );
+    sql.push_str(extra);
+    for slot in slots {
+        sql.push_str(&format!(
+            "SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput');"
+        ));
+    }
+    cluster
+        .psql("bench", &sql)
+        .unwrap_or_else(|e| panic!("set-up failed: {e}"));
+}
+
 /// Makes the changes of [`change_script`] on table `c` and returns the WAL
 /// insert position after them; one more row is inserted after that
 /// position so `pg_recvlogical --endpos` sees the stream pass it.

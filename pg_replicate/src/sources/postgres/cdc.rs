@@ -291,75 +291,67 @@ impl PostgresCdcStream {
         Ok(())
     }
 
-    /// Handles a message of the streaming protocol; `false` for others.
-    fn handle_stream_control(&mut self, message: &PgOutputMessage<'_>) -> Result<bool> {
-        match *message {
-            PgOutputMessage::StreamStart { xid, .. } => {
-                if self.streaming.is_some() || self.open.is_some() {
-                    return Err(protocol("Stream Start inside a transaction"));
-                }
-                self.streaming = Some(xid);
-            }
-            PgOutputMessage::StreamStop => {
-                if self.streaming.take().is_none() {
-                    return Err(protocol("Stream Stop without Stream Start"));
-                }
-            }
-            PgOutputMessage::StreamAbort { xid, subxid } => {
-                if xid == subxid {
-                    if let Some(spool) = self.spools.remove(&xid) {
-                        self.spooled_in_memory =
-                            self.spooled_in_memory.saturating_sub(spool.memory_bytes());
-                    }
-                    debug!(
-                        xid,
-                        "streamed transaction aborted; its changes are discarded"
-                    );
-                } else if let Some(spool) = self.spools.get_mut(&xid) {
-                    spool.abort_subtransaction(subxid);
-                }
-            }
-            PgOutputMessage::StreamCommit {
-                xid,
-                commit_lsn,
-                end_lsn,
-                commit_time,
-                ..
-            } => {
-                if self.streaming.is_some() || self.open.is_some() {
-                    return Err(protocol("Stream Commit inside a transaction"));
-                }
-                let skip = commit_lsn < self.resume_after;
-                self.open = Some(OpenTransaction {
-                    commit_lsn,
-                    commit_time: commit_time.saturating_add(POSTGRES_EPOCH_OFFSET_MICROS),
-                    next_sequence: 0,
-                    skip,
-                    has_events: false,
-                });
-                match self.spools.remove(&xid) {
-                    Some(spool) => {
-                        self.spooled_in_memory =
-                            self.spooled_in_memory.saturating_sub(spool.memory_bytes());
-                        if skip {
-                            self.commit(end_lsn)?;
-                        } else {
-                            self.replay = Some((spool.into_replay()?, end_lsn));
-                        }
-                    }
-                    None => self.commit(end_lsn)?,
-                }
-            }
-            _ => return Ok(false),
+    /// `Stream Start`: the data messages until `Stream Stop` belong to `xid`.
+    fn stream_start(&mut self, xid: u32) -> Result<()> {
+        if self.streaming.is_some() || self.open.is_some() {
+            return Err(protocol("Stream Start inside a transaction"));
         }
-        Ok(true)
+        self.streaming = Some(xid);
+        Ok(())
+    }
+
+    /// `Stream Abort`: drops a streamed transaction, or one of its
+    /// subtransactions.
+    fn stream_abort(&mut self, xid: u32, subxid: u32) {
+        if xid == subxid {
+            self.drop_spool(xid);
+            debug!(
+                xid,
+                "streamed transaction aborted; its changes are discarded"
+            );
+        } else if let Some(spool) = self.spools.get_mut(&xid) {
+            spool.abort_subtransaction(subxid);
+        }
+    }
+
+    /// `Stream Commit`: replays the transaction's spool as a transaction
+    /// committed at `commit_lsn`.
+    fn stream_commit(
+        &mut self,
+        xid: u32,
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+        commit_time: i64,
+    ) -> Result<()> {
+        if self.streaming.is_some() || self.open.is_some() {
+            return Err(protocol("Stream Commit inside a transaction"));
+        }
+        let skip = commit_lsn < self.resume_after;
+        self.open = Some(OpenTransaction {
+            commit_lsn,
+            commit_time: commit_time.saturating_add(POSTGRES_EPOCH_OFFSET_MICROS),
+            next_sequence: 0,
+            skip,
+            has_events: false,
+        });
+        match self.drop_spool(xid) {
+            Some(spool) if !skip => {
+                self.replay = Some((spool.into_replay()?, end_lsn));
+                Ok(())
+            }
+            _ => self.commit(end_lsn),
+        }
+    }
+
+    /// Takes a transaction's spool out, releasing its share of the memory.
+    fn drop_spool(&mut self, xid: u32) -> Option<Spool> {
+        let spool = self.spools.remove(&xid)?;
+        self.spooled_in_memory = self.spooled_in_memory.saturating_sub(spool.memory_bytes());
+        Some(spool)
     }
 
     /// Handles one decoded pgoutput message of `size` bytes.
     async fn handle(&mut self, message: PgOutputMessage<'_>, size: usize) -> Result<()> {
-        if self.handle_stream_control(&message)? {
-            return Ok(());
-        }
         match message {
             PgOutputMessage::Begin {
                 final_lsn,
@@ -378,12 +370,21 @@ impl PostgresCdcStream {
                 });
             }
             PgOutputMessage::Commit { end_lsn, .. } => self.commit(end_lsn)?,
-            PgOutputMessage::Origin { .. }
-            | PgOutputMessage::Type { .. }
-            | PgOutputMessage::StreamStart { .. }
-            | PgOutputMessage::StreamStop
-            | PgOutputMessage::StreamCommit { .. }
-            | PgOutputMessage::StreamAbort { .. } => {}
+            PgOutputMessage::Origin { .. } | PgOutputMessage::Type { .. } => {}
+            PgOutputMessage::StreamStart { xid, .. } => self.stream_start(xid)?,
+            PgOutputMessage::StreamStop => {
+                if self.streaming.take().is_none() {
+                    return Err(protocol("Stream Stop without Stream Start"));
+                }
+            }
+            PgOutputMessage::StreamAbort { xid, subxid } => self.stream_abort(xid, subxid),
+            PgOutputMessage::StreamCommit {
+                xid,
+                commit_lsn,
+                end_lsn,
+                commit_time,
+                ..
+            } => self.stream_commit(xid, commit_lsn, end_lsn, commit_time)?,
             PgOutputMessage::Relation(relation) => {
                 if let Some((old, new)) = self.relations.apply(&relation).await? {
                     // Rows already buffered use the old schema.

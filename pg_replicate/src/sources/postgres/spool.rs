@@ -110,6 +110,7 @@ impl Spool {
             memory: self.memory.into_iter(),
             aborted: self.aborted,
             buffer: Vec::new(),
+            current: Bytes::new(),
         })
     }
 }
@@ -123,7 +124,10 @@ pub(crate) struct Replay {
     file: Option<BufReader<File>>,
     memory: std::vec::IntoIter<Bytes>,
     aborted: HashSet<u32>,
+    /// The record last read from the file.
     buffer: Vec<u8>,
+    /// The message last taken from memory.
+    current: Bytes,
 }
 
 impl Replay {
@@ -144,9 +148,8 @@ impl Replay {
                 return Ok(None);
             };
             if !self.aborted.contains(&record_xid(&message)) {
-                self.buffer.clear();
-                self.buffer.extend_from_slice(&message);
-                return Ok(Some(&self.buffer));
+                self.current = message;
+                return Ok(Some(&self.current));
             }
         }
     }
