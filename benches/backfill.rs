@@ -51,17 +51,27 @@ fn main() {
     let mut reference = Vec::new();
     let mut parallel_reference = Vec::new();
     let mut ours = [Vec::new(), Vec::new()];
+    // Client CPU (user + system) of each kind of run: psql, 2 psql, ours 1, ours 2.
+    let mut client_cpu = [Duration::MAX; 4];
     for run in 0..=RUNS {
+        let children_before = cpu_time(false);
         let psql = time_command(client_command(&cluster, "psql", "127.0.0.1").args([
             "-X",
             "-c",
             "\\copy t to '/dev/null' with (format binary)",
         ]));
+        let children_between = cpu_time(false);
         let parallel = time_parallel(vec![
             copy_range(&format!("ctid < '({half_block},0)'::tid")),
             copy_range(&format!("ctid >= '({half_block},0)'::tid")),
         ]);
-        for (connections, times) in [1, 2].into_iter().zip(ours.iter_mut()) {
+        let children_after = cpu_time(false);
+        if run > 0 {
+            client_cpu[0] = client_cpu[0].min(children_between - children_before);
+            client_cpu[1] = client_cpu[1].min(children_after - children_between);
+        }
+        for (index, (connections, times)) in [1, 2].into_iter().zip(ours.iter_mut()).enumerate() {
+            let cpu_before = cpu_time(true);
             let source =
                 PostgresSource::for_tables(config.clone(), vec![TableName::new("public", "t")])
                     .with_copy_connections(connections);
@@ -82,6 +92,7 @@ fn main() {
             // The first round warms the caches and is not counted.
             if run > 0 {
                 times.push(elapsed);
+                client_cpu[2 + index] = client_cpu[2 + index].min(cpu_time(true) - cpu_before);
             }
         }
         if run > 0 {
@@ -128,6 +139,15 @@ fn main() {
         "\npg_replicate with 2 copy connections vs the 2 parallel ctid-range copies: {:.2} \
          (their time / ours)",
         best(&parallel_reference).as_secs_f64() / best(&ours[1]).as_secs_f64()
+    );
+    println!(
+        "\nClient CPU (user + system, least of {RUNS} runs): psql {:.2} s, 2 × psql {:.2} s, \
+         pg_replicate with 1 connection {:.2} s, with 2 connections {:.2} s (the server's \
+         backends are not included).",
+        client_cpu[0].as_secs_f64(),
+        client_cpu[1].as_secs_f64(),
+        client_cpu[2].as_secs_f64(),
+        client_cpu[3].as_secs_f64()
     );
     println!(
         "\nMB/s is table heap bytes per second; peak RSS of psql is the largest client child; \

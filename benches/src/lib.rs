@@ -95,6 +95,24 @@ fn max_rss_mib(who: libc::c_int) -> f64 {
     usage.ru_maxrss as f64 / 1024.0
 }
 
+/// CPU time (user + system) used so far by this process (`self_`) or by its
+/// waited-for children.
+pub fn cpu_time(self_: bool) -> Duration {
+    let who = if self_ {
+        libc::RUSAGE_SELF
+    } else {
+        libc::RUSAGE_CHILDREN
+    };
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(who, &mut usage) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+}
+
 /// Runs a reference command, failing loudly when it fails; returns its
 /// wall time.
 pub fn time_command(command: &mut Command) -> Duration {

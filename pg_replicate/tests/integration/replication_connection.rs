@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use pg_replicate::postgres::client::connect_query_client;
 use pg_replicate::postgres::replication::{
-    ReplicationClient, ReplicationMessage, ReplicationStream,
+    CopyClient, ReplicationClient, ReplicationMessage, ReplicationStream,
 };
 use pg_replicate::postgres::throwaway::ThrowawayRole;
 use pg_replicate::postgres::{PgConnectionConfig, SslMode};
@@ -228,6 +228,84 @@ async fn tls_modes_and_unix_socket() {
         client.identify_system().await.unwrap();
         connect_query_client(&config).await.unwrap();
     }
+}
+
+/// Reads a whole `COPY … TO STDOUT` (text format) through `client`, one
+/// CopyData payload at a time, breaking after every payload.
+async fn copy_lines(client: &mut CopyClient, sql: &str) -> pg_replicate::Result<Vec<String>> {
+    client.copy_out(sql).await?;
+    let mut lines = Vec::new();
+    while client
+        .read_copy_data(|payload| {
+            lines.push(String::from_utf8_lossy(payload).into_owned());
+            Ok(std::ops::ControlFlow::Break(()))
+        })
+        .await?
+        .is_some()
+    {}
+    Ok(lines)
+}
+
+#[tokio::test]
+async fn copy_client_reads_copies_over_tls_and_stays_usable_after_errors() {
+    let pg = support::cluster();
+    let db = support::fresh_database("copy_client").await;
+    db.execute(
+        "CREATE TABLE t AS SELECT g AS id, repeat('x', g) AS v FROM generate_series(1, 3000) g",
+    )
+    .await;
+    let mut config = db.config();
+    if let Some(ca) = pg.ca_cert_path() {
+        config.ssl_mode = SslMode::VerifyFull;
+        config.ssl_root_cert = Some(ca.to_owned());
+    }
+    let mut client = CopyClient::connect(&config).await.unwrap();
+
+    // Every row arrives, in order, whole (rows up to 3,000 bytes cross reads).
+    let lines = copy_lines(
+        &mut client,
+        "COPY (SELECT id, v FROM t ORDER BY id) TO STDOUT",
+    )
+    .await
+    .unwrap();
+    assert_eq!(lines.len(), 3000);
+    for (i, line) in lines.iter().enumerate() {
+        let id = i + 1;
+        assert_eq!(line, &format!("{id}\t{}\n", "x".repeat(id)));
+    }
+
+    // A failing COPY is a clear error and the session goes on.
+    let error = copy_lines(&mut client, "COPY missing TO STDOUT")
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("missing"), "{error}");
+    client.execute("SELECT 1").await.unwrap();
+    let ssl = copy_lines(
+        &mut client,
+        "COPY (SELECT ssl::text || ' ' || backend_type FROM pg_stat_ssl JOIN pg_stat_activity \
+         USING (pid) WHERE pid = pg_backend_pid()) TO STDOUT",
+    )
+    .await
+    .unwrap();
+    let expected_tls = if config.ssl_mode == SslMode::VerifyFull {
+        "true"
+    } else {
+        "false"
+    };
+    assert_eq!(ssl, [format!("{expected_tls} client backend\n")]);
+
+    // An error in the middle of a copy (division by zero at row 2,000)
+    // fails the read and leaves the session unusable, not half-read.
+    let error = copy_lines(
+        &mut client,
+        "COPY (SELECT 1 / (2000 - g) FROM generate_series(1, 3000) g) TO STDOUT",
+    )
+    .await
+    .unwrap_err();
+    assert!(error.to_string().contains("division by zero"), "{error}");
+    let error = client.execute("SELECT 1").await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Connection, "{error}");
+    client.close().await;
 }
 
 #[tokio::test]

@@ -66,69 +66,22 @@ impl ReplicationClient {
     /// `config.dbname`, sets `application_name` to `pg_replicate` and the
     /// session settings of [`session::SESSION_SETTINGS`].
     pub async fn connect(config: &PgConnectionConfig) -> Result<ReplicationClient> {
-        let info = ConnInfo::new(config);
-        if config.username.is_empty() || config.dbname.is_empty() {
-            return Err(Error::new(
-                ErrorKind::Config,
-                format!(
-                    "connecting to {} needs a user name and a database name; set both",
-                    info.endpoint
-                ),
-            ));
-        }
-        let stream = transport::open(config, &info).await?;
-        let tls = stream.is_tls();
-        let mut framed = Framed::with_capacity(stream, PgCodec::new(), READ_BUFFER_CAPACITY);
-
-        let options = session::options_string();
-        let params = [
-            ("user", config.username.as_str()),
-            ("database", config.dbname.as_str()),
-            ("replication", "database"),
-            ("application_name", APPLICATION_NAME),
-            ("options", options.as_str()),
-        ];
-        transport::send(&mut framed, FrontendMessage::Startup(&params), &info).await?;
-        auth::authenticate(&mut framed, config, &info).await?;
-
-        let mut client = ReplicationClient {
-            framed,
-            info,
-            parameters: Vec::new(),
-            backend_pid: None,
-            pending_ready: 0,
-            broken: false,
-        };
-        loop {
-            match recv(&mut client.framed, &client.info).await? {
-                BackendMessage::Other(Message::ReadyForQuery(_)) => break,
-                BackendMessage::Other(Message::ParameterStatus(body)) => {
-                    client.set_parameter(body.name(), body.value());
-                }
-                BackendMessage::Other(Message::BackendKeyData(body)) => {
-                    client.backend_pid = Some(body.process_id());
-                }
-                BackendMessage::ErrorResponse(e) => {
-                    return Err(map_server_error(&e, Phase::Connect, &client.info));
-                }
-                BackendMessage::NoticeResponse(n) => log_notice(&n),
-                other => {
-                    return Err(unexpected(
-                        &format!("{other:?}"),
-                        "session start",
-                        &client.info,
-                    ))
-                }
-            }
-        }
+        let session = start_session(config, true).await?;
         tracing::info!(
-            endpoint = %client.info.endpoint,
-            tls,
-            backend_pid = client.backend_pid,
-            server_version = client.parameter("server_version").unwrap_or("?"),
+            endpoint = %session.info.endpoint,
+            tls = session.framed.get_ref().is_tls(),
+            backend_pid = session.backend_pid,
+            server_version = session.parameter("server_version").unwrap_or("?"),
             "replication connection established"
         );
-        Ok(client)
+        Ok(ReplicationClient {
+            framed: session.framed,
+            info: session.info,
+            parameters: session.parameters,
+            backend_pid: session.backend_pid,
+            pending_ready: 0,
+            broken: false,
+        })
     }
 
     /// A run-time parameter the server reported (`server_version`,
@@ -298,7 +251,7 @@ impl ReplicationClient {
                     break;
                 }
                 BackendMessage::Other(Message::ParameterStatus(body)) => {
-                    self.set_parameter(body.name(), body.value());
+                    set_parameter(&mut self.parameters, body.name(), body.value());
                 }
                 BackendMessage::ErrorResponse(e) => error = Some(e),
                 BackendMessage::NoticeResponse(n) => log_notice(&n),
@@ -400,21 +353,104 @@ impl ReplicationClient {
         Ok(row)
     }
 
-    fn set_parameter(&mut self, name: std::io::Result<&str>, value: std::io::Result<&str>) {
-        let (Ok(name), Ok(value)) = (name, value) else {
-            return;
-        };
-        match self.parameters.iter_mut().find(|(n, _)| n == name) {
-            Some(entry) => entry.1 = value.to_owned(),
-            None => self.parameters.push((name.to_owned(), value.to_owned())),
-        }
-    }
-
     fn protocol_error(&self, message: String) -> Error {
         Error::new(
             ErrorKind::Protocol,
             format!("{}: {message}", self.info.endpoint),
         )
+    }
+}
+
+/// A session just started: authenticated and ready for commands.
+pub(super) struct Session {
+    pub(super) framed: PgFramed,
+    pub(super) info: ConnInfo,
+    pub(super) parameters: Vec<(String, String)>,
+    pub(super) backend_pid: Option<i32>,
+}
+
+impl Session {
+    /// A run-time parameter the server reported.
+    pub(super) fn parameter(&self, name: &str) -> Option<&str> {
+        self.parameters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Connects, negotiates TLS per `config.ssl_mode`, authenticates and waits
+/// until the server is ready for commands. The startup packet asks for
+/// `replication=database` when `replication` is set, names the database,
+/// sets `application_name` and the session settings of
+/// [`session::SESSION_SETTINGS`].
+pub(super) async fn start_session(
+    config: &PgConnectionConfig,
+    replication: bool,
+) -> Result<Session> {
+    let info = ConnInfo::new(config);
+    if config.username.is_empty() || config.dbname.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "connecting to {} needs a user name and a database name; set both",
+                info.endpoint
+            ),
+        ));
+    }
+    let stream = transport::open(config, &info).await?;
+    let mut framed = Framed::with_capacity(stream, PgCodec::new(), READ_BUFFER_CAPACITY);
+
+    let options = session::options_string();
+    let mut params = vec![
+        ("user", config.username.as_str()),
+        ("database", config.dbname.as_str()),
+        ("application_name", APPLICATION_NAME),
+        ("options", options.as_str()),
+    ];
+    if replication {
+        params.push(("replication", "database"));
+    }
+    transport::send(&mut framed, FrontendMessage::Startup(&params), &info).await?;
+    auth::authenticate(&mut framed, config, &info).await?;
+
+    let mut parameters = Vec::new();
+    let mut backend_pid = None;
+    loop {
+        match recv(&mut framed, &info).await? {
+            BackendMessage::Other(Message::ReadyForQuery(_)) => break,
+            BackendMessage::Other(Message::ParameterStatus(body)) => {
+                set_parameter(&mut parameters, body.name(), body.value());
+            }
+            BackendMessage::Other(Message::BackendKeyData(body)) => {
+                backend_pid = Some(body.process_id());
+            }
+            BackendMessage::ErrorResponse(e) => {
+                return Err(map_server_error(&e, Phase::Connect, &info));
+            }
+            BackendMessage::NoticeResponse(n) => log_notice(&n),
+            other => return Err(unexpected(&format!("{other:?}"), "session start", &info)),
+        }
+    }
+    Ok(Session {
+        framed,
+        info,
+        parameters,
+        backend_pid,
+    })
+}
+
+fn set_parameter(
+    parameters: &mut Vec<(String, String)>,
+    name: std::io::Result<&str>,
+    value: std::io::Result<&str>,
+) {
+    let (Ok(name), Ok(value)) = (name, value) else {
+        return;
+    };
+    match parameters.iter_mut().find(|(n, _)| n == name) {
+        Some(entry) => entry.1 = value.to_owned(),
+        None => parameters.push((name.to_owned(), value.to_owned())),
     }
 }
 

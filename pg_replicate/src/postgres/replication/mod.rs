@@ -9,6 +9,8 @@
 //!   `CREATE_REPLICATION_SLOT`, simple queries, `START_REPLICATION`.
 //! - [`ReplicationStream`]: the CopyBoth stream, cancel-safe reads and
 //!   standby status updates.
+//! - [`CopyClient`]: an ordinary session on the same client, for the
+//!   backfill's `COPY … TO STDOUT`, handing rows over from the read buffer.
 //! - [`errors`]: SQLSTATE → [`ErrorKind`](crate::ErrorKind) mapping with fix
 //!   hints, shared with the ordinary query connection.
 //!
@@ -39,6 +41,7 @@ mod auth;
 mod client;
 pub mod codec;
 mod commands;
+mod copy_client;
 pub mod errors;
 mod stream;
 mod transport;
@@ -46,4 +49,5 @@ mod transport;
 pub use client::{ReplicationClient, APPLICATION_NAME};
 pub use codec::ReplicationMessage;
 pub use commands::{CreatedSlot, IdentifySystem};
+pub use copy_client::CopyClient;
 pub use stream::ReplicationStream;

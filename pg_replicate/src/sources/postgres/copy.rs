@@ -1,28 +1,27 @@
 //! Backfill: the `COPY (SELECT ...) TO STDOUT (FORMAT binary)` of one
 //! [`CopyUnit`], decoded straight into Arrow builders.
 
-use std::pin::Pin;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use arrow::array::ArrayRef;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use futures_util::StreamExt;
-use tokio_postgres::{Client, CopyOutStream};
 
 use super::copy_plan::CopyUnit;
 use crate::pipeline::BatchConfig;
-use crate::postgres::copy_binary::{CopyBinaryError, CopyBinaryParser};
+use crate::postgres::copy_binary::{CopyBinaryError, CopyBinaryParser, RowFields};
+use crate::postgres::replication::CopyClient;
 use crate::types::change::table_arrow_schema;
 use crate::types::values::{ColumnBuilder, ValueError};
 use crate::types::TableSchema;
 use crate::{Error, ErrorKind, Result};
 
 /// Reads one unit's `COPY` into batches of the table's schema.
-pub(crate) struct UnitReader {
+pub(crate) struct UnitReader<'c> {
+    client: &'c mut CopyClient,
     table: Arc<TableSchema>,
     schema: SchemaRef,
-    stream: Pin<Box<CopyOutStream>>,
     parser: Option<CopyBinaryParser>,
     builders: Vec<ColumnBuilder>,
     rows: usize,
@@ -31,25 +30,29 @@ pub(crate) struct UnitReader {
     bytes: usize,
 }
 
-impl UnitReader {
+impl<'c> UnitReader<'c> {
     /// Starts the unit's `COPY` on `client`.
     pub(crate) async fn start(
-        client: &Client,
+        client: &'c mut CopyClient,
         unit: &CopyUnit,
         batch: &BatchConfig,
     ) -> Result<Self> {
         let table = unit.table.clone();
-        let stream = client
+        client
             .copy_out(unit.statement().as_str())
             .await
             .map_err(|e| {
+                let kind = match e.kind() {
+                    ErrorKind::Connection | ErrorKind::Protocol => e.kind(),
+                    _ => ErrorKind::Schema,
+                };
                 Error::with_source(
-                    copy_error_kind(&e),
+                    kind,
                     format!(
-                    "could not start copying {} (was it dropped or altered during the backfill? \
-                     restart the pipeline to copy it again)",
-                    table.name
-                ),
+                        "could not start copying {} (was it dropped or altered during the backfill? \
+                         restart the pipeline to copy it again)",
+                        table.name
+                    ),
                     e,
                 )
             })?;
@@ -62,9 +65,9 @@ impl UnitReader {
         // A table without columns is copied through one placeholder column.
         let expected_fields = table.columns.len().max(1);
         Ok(Self {
+            client,
             schema: table_arrow_schema(&table),
             table,
-            stream: Box::pin(stream),
             parser: Some(CopyBinaryParser::new(expected_fields)),
             builders,
             rows: 0,
@@ -92,17 +95,7 @@ impl UnitReader {
             )
         })
     }
-}
 
-fn copy_error_kind(error: &tokio_postgres::Error) -> ErrorKind {
-    if error.is_closed() {
-        ErrorKind::Connection
-    } else {
-        ErrorKind::Schema
-    }
-}
-
-impl UnitReader {
     /// The next batch, or `None` when the unit is read completely.
     pub(crate) async fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
         loop {
@@ -112,18 +105,22 @@ impl UnitReader {
             let Some(parser) = self.parser.as_mut() else {
                 return Ok(None);
             };
-            match self.stream.next().await {
-                Some(Ok(chunk)) => {
-                    self.bytes += chunk.len();
-                    let builders = &mut self.builders;
-                    let rows = &mut self.rows;
-                    let mut on_row = |fields: &mut crate::postgres::copy_binary::RowFields<'_>| {
+            let (max_rows, max_bytes) = (self.max_rows, self.max_bytes);
+            let table = &self.table;
+            let builders = &mut self.builders;
+            let rows = &mut self.rows;
+            let bytes = &mut self.bytes;
+            let read = self
+                .client
+                .read_copy_data(|payload| {
+                    *bytes += payload.len();
+                    let mut on_row = |fields: &mut RowFields<'_>| {
                         for (index, (field, builder)) in fields.zip(builders.iter_mut()).enumerate()
                         {
                             match field {
                                 None => builder.append_null(),
-                                Some(bytes) => {
-                                    builder.append_binary(bytes).map_err(|e| (index, e))?
+                                Some(value) => {
+                                    builder.append_binary(value).map_err(|e| (index, e))?
                                 }
                             }
                         }
@@ -131,25 +128,24 @@ impl UnitReader {
                         Ok::<(), (usize, ValueError)>(())
                     };
                     parser
-                        .feed(&chunk, &mut on_row)
-                        .map_err(|e| decode_error(&self.table, e))?;
+                        .feed(payload, &mut on_row)
+                        .map_err(|e| decode_error(table, e))?;
+                    Ok(if *rows >= max_rows || *bytes >= max_bytes {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    })
+                })
+                .await
+                .map_err(|e| e.context(format_args!("copying {}", table.name)))?;
+            if read.is_none() {
+                if let Some(parser) = self.parser.take() {
+                    parser.finish().map_err(|e| decode_error(&self.table, e))?;
                 }
-                Some(Err(e)) => {
-                    return Err(Error::with_source(
-                        copy_error_kind(&e),
-                        format!("copying {} failed", self.table.name),
-                        e,
-                    ))
+                if self.rows == 0 {
+                    return Ok(None);
                 }
-                None => {
-                    if let Some(parser) = self.parser.take() {
-                        parser.finish().map_err(|e| decode_error(&self.table, e))?;
-                    }
-                    if self.rows == 0 {
-                        return Ok(None);
-                    }
-                    return self.take_batch().map(Some);
-                }
+                return self.take_batch().map(Some);
             }
         }
     }

@@ -24,7 +24,7 @@ use super::copy::UnitReader;
 use super::copy_plan::{split_blocks, CopyUnit};
 use crate::pipeline::BatchConfig;
 use crate::postgres::catalog;
-use crate::postgres::client::connect_query_client;
+use crate::postgres::replication::CopyClient;
 use crate::postgres::PgConnectionConfig;
 use crate::sources::TableCopyStream;
 use crate::types::table::quote_literal;
@@ -149,10 +149,10 @@ fn lock(queue: &Queue) -> std::sync::MutexGuard<'_, VecDeque<(CopyUnit, Sender)>
 }
 
 /// A copy connection inside the exported snapshot.
-async fn import_snapshot(config: &PgConnectionConfig, snapshot: &str) -> Result<Client> {
-    let client = connect_query_client(config).await?;
+async fn import_snapshot(config: &PgConnectionConfig, snapshot: &str) -> Result<CopyClient> {
+    let mut client = CopyClient::connect(config).await?;
     client
-        .batch_execute(&format!(
+        .execute(&format!(
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
             quote_literal(snapshot)
         ))
@@ -169,12 +169,13 @@ async fn import_snapshot(config: &PgConnectionConfig, snapshot: &str) -> Result<
 }
 
 /// One copy connection: reads units until none are left.
-async fn work(client: Client, queue: Queue, batch: BatchConfig) {
+async fn work(mut client: CopyClient, queue: Queue, batch: BatchConfig) {
     loop {
         let Some((unit, sender)) = lock(&queue).pop_front() else {
+            client.close().await;
             return;
         };
-        match copy_unit(&client, &unit, &batch, &sender).await {
+        match copy_unit(&mut client, &unit, &batch, &sender).await {
             Ok(true) => {
                 if sender.send(Ok(CopyMessage::UnitDone)).await.is_err() {
                     return;
@@ -195,7 +196,7 @@ async fn work(client: Client, queue: Queue, batch: BatchConfig) {
 
 /// Reads one unit into its table's channel; `false` when the reader is gone.
 async fn copy_unit(
-    client: &Client,
+    client: &mut CopyClient,
     unit: &CopyUnit,
     batch: &BatchConfig,
     sender: &Sender,
