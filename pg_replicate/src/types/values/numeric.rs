@@ -93,7 +93,7 @@ pub(crate) fn decimal_from_binary(value: &[u8], precision: u8, scale: i8) -> Dec
             let drop = (-exponent) as u32;
             let unit = 10u16.pow(drop.min(4));
             let digit = digit as u16;
-            if drop >= 4 || digit % unit != 0 {
+            if drop >= 4 || !digit.is_multiple_of(unit) {
                 return Err(TOO_MANY_FRACTION_DIGITS);
             }
             i128::from(digit / unit)
@@ -136,7 +136,7 @@ fn small_decimal(
             .ok()
             .and_then(|drop| 10u64.checked_pow(drop))
             .ok_or(TOO_MANY_FRACTION_DIGITS)?;
-        if digits % unit != 0 {
+        if !digits.is_multiple_of(unit) {
             return Err(TOO_MANY_FRACTION_DIGITS);
         }
         i128::from(digits / unit)
