@@ -179,7 +179,7 @@ impl ChangeBatchBuilder {
     pub(crate) fn finish(&mut self) -> Result<RecordBatch> {
         let rows = self.rows;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-        columns.extend(self.new.iter_mut().map(ColumnBuilder::finish));
+        columns.extend(finish_columns(&self.table, &mut self.new)?);
         columns.push(Arc::new(self.op.finish()));
         columns.push(Arc::new(self.commit_lsn.finish()));
         columns.push(Arc::new(self.commit_time.finish()));
@@ -201,8 +201,7 @@ impl ChangeBatchBuilder {
         let validity = self.old_validity.finish();
         let old: ArrayRef = match self.old.take() {
             Some(mut builders) => {
-                let arrays: Vec<ArrayRef> =
-                    builders.iter_mut().map(ColumnBuilder::finish).collect();
+                let arrays = finish_columns(&self.table, &mut builders)?;
                 Arc::new(
                     StructArray::try_new(old_fields, arrays, validity)
                         .map_err(|e| arrow_error(&self.table, e))?,
@@ -228,6 +227,18 @@ fn append_value(builder: &mut ColumnBuilder, value: TupleValue<'_>) -> Result<()
         TupleValue::Text(text) => builder.append_text(text),
         TupleValue::Binary(bytes) => builder.append_binary(bytes),
     }
+}
+
+/// The arrays of `builders`, one per column of `table`, in order.
+pub(crate) fn finish_columns(
+    table: &TableSchema,
+    builders: &mut [ColumnBuilder],
+) -> Result<Vec<ArrayRef>> {
+    builders
+        .iter_mut()
+        .enumerate()
+        .map(|(index, builder)| builder.finish().map_err(|e| value_error(table, index, e)))
+        .collect()
 }
 
 fn value_error(

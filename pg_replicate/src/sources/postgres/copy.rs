@@ -4,10 +4,10 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use arrow::array::ArrayRef;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
+use super::change_batch::finish_columns;
 use super::copy_plan::CopyUnit;
 use crate::pipeline::BatchConfig;
 use crate::postgres::copy_binary::{CopyBinaryError, CopyBinaryParser, RowFields};
@@ -78,11 +78,7 @@ impl<'c> UnitReader<'c> {
     }
 
     fn take_batch(&mut self) -> Result<RecordBatch> {
-        let columns: Vec<ArrayRef> = self
-            .builders
-            .iter_mut()
-            .map(ColumnBuilder::finish)
-            .collect();
+        let columns = finish_columns(&self.table, &mut self.builders)?;
         let options =
             arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(self.rows));
         self.rows = 0;

@@ -18,9 +18,10 @@ pub(crate) const MIN_SPLIT_BLOCKS: u64 = 2048;
 /// Smallest range (in blocks) a split produces: 8 MiB.
 const MIN_RANGE_BLOCKS: u64 = 1024;
 
-/// Ranges planned per copy connection, so that a connection that finishes
-/// early takes over work instead of idling.
-const RANGES_PER_CONNECTION: u64 = 16;
+/// Each range takes this share, per copy connection, of the blocks not yet
+/// planned: ranges shrink towards the end of the relation, so connections
+/// that take them in order finish close together (guided scheduling).
+const SHARE_PER_CONNECTION: u64 = 4;
 
 /// Which blocks of a relation one `COPY` reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,20 +58,30 @@ pub(crate) fn split_blocks(blocks: u64, connections: usize) -> Vec<BlockRange> {
     if connections == 1 || blocks < MIN_SPLIT_BLOCKS {
         return vec![BlockRange::All];
     }
-    let wanted = connections * RANGES_PER_CONNECTION;
-    let size = blocks.div_ceil(wanted).max(MIN_RANGE_BLOCKS);
-    let count = blocks.div_ceil(size);
-    if count < 2 {
-        return vec![BlockRange::All];
-    }
     // Block numbers are 32-bit in Postgres; sizes come from the server.
     let block = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
-    let mut ranges = Vec::with_capacity(count as usize);
-    ranges.push(BlockRange::Before(block(size)));
-    for i in 1..count - 1 {
-        ranges.push(BlockRange::Between(block(i * size), block((i + 1) * size)));
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    loop {
+        let remaining = blocks - start;
+        let size = remaining
+            .div_ceil(connections * SHARE_PER_CONNECTION)
+            .max(MIN_RANGE_BLOCKS);
+        if remaining < size + MIN_RANGE_BLOCKS {
+            break;
+        }
+        let end = start + size;
+        ranges.push(if start == 0 {
+            BlockRange::Before(block(end))
+        } else {
+            BlockRange::Between(block(start), block(end))
+        });
+        start = end;
     }
-    ranges.push(BlockRange::From(block((count - 1) * size)));
+    if ranges.is_empty() {
+        return vec![BlockRange::All];
+    }
+    ranges.push(BlockRange::From(block(start)));
     ranges
 }
 
@@ -154,6 +165,37 @@ mod tests {
                 "the open last range starts inside the relation"
             );
         }
+    }
+
+    #[test]
+    fn ranges_shrink_towards_the_end() {
+        let ranges = split_blocks(125_000, 2);
+        let sizes: Vec<u32> = ranges
+            .windows(2)
+            .map(|pair| match (pair[0], pair[1]) {
+                (BlockRange::Before(end), BlockRange::Between(start, _))
+                | (
+                    BlockRange::Between(_, end),
+                    BlockRange::Between(start, _) | BlockRange::From(start),
+                ) => {
+                    assert_eq!(end, start);
+                    end
+                }
+                (BlockRange::Before(end), BlockRange::From(_)) => end,
+                other => panic!("unexpected ranges {other:?}"),
+            })
+            .scan(0, |previous, end| {
+                let size = end - *previous;
+                *previous = end;
+                Some(size)
+            })
+            .collect();
+        // The first takes an eighth (4 shares × 2 connections), the last
+        // ones the minimum, so the connections end within a small range.
+        assert_eq!(sizes[0], 125_000 / 8);
+        assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
+        assert_eq!(*sizes.last().unwrap(), MIN_RANGE_BLOCKS as u32);
+        assert!(ranges.len() < 40, "{} ranges", ranges.len());
     }
 
     #[test]

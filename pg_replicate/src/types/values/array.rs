@@ -42,6 +42,8 @@ pub(crate) struct ListBuilder {
     chunks: Vec<ArrayRef>,
     /// Number of elements in `chunks`.
     chunked: usize,
+    /// Set when setting elements aside found invalid text; `finish` fails.
+    invalid: Option<Fault>,
     /// The element oid binary values must carry.
     element_oid: u32,
     /// The text-format delimiter.
@@ -75,6 +77,7 @@ impl ListBuilder {
             values: ScalarBuilder::new(element, capacity.saturating_mul(AVERAGE_ELEMENTS)),
             chunks: Vec::new(),
             chunked: 0,
+            invalid: None,
             element_oid,
             delimiter,
             scratch: Vec::new(),
@@ -111,10 +114,13 @@ impl ListBuilder {
         if self.values.len() == committed {
             return;
         }
-        let values = self.values.finish();
-        if committed > 0 {
-            self.chunks.push(values.slice(0, committed));
-            self.chunked += committed;
+        match self.values.finish() {
+            Ok(values) if committed > 0 => {
+                self.chunks.push(values.slice(0, committed));
+                self.chunked += committed;
+            }
+            Ok(_) => {}
+            Err(fault) => self.invalid = Some(fault),
         }
     }
 
@@ -293,26 +299,32 @@ impl ListBuilder {
     }
 
     /// The list array of the arrays appended; the builder starts over empty.
-    pub(crate) fn finish(&mut self) -> ArrayRef {
+    /// Fails when a text element is not valid UTF-8.
+    pub(crate) fn finish(&mut self) -> DecodeResult<ArrayRef> {
         let last = self.values.finish();
-        let values = if self.chunks.is_empty() {
+        let chunks = std::mem::take(&mut self.chunks);
+        self.chunked = 0;
+        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        let nulls = self.nulls.finish();
+        if let Some(fault) = self.invalid.take() {
+            return Err(fault);
+        }
+        let last = last?;
+        let values = if chunks.is_empty() {
             last
         } else {
-            let mut parts: Vec<&dyn Array> = self.chunks.iter().map(|c| c.as_ref()).collect();
+            let mut parts: Vec<&dyn Array> = chunks.iter().map(|c| c.as_ref()).collect();
             parts.push(last.as_ref());
-            let all = arrow::compute::concat(&parts).expect("element arrays of one type");
-            self.chunks.clear();
-            self.chunked = 0;
-            all
+            arrow::compute::concat(&parts)
+                .map_err(|_| Fault::Unrepresentable("list elements of different types"))?
         };
-        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
         let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
-        Arc::new(ListArray::new(
+        Ok(Arc::new(ListArray::new(
             self.field.clone(),
             offsets,
             values,
-            self.nulls.finish(),
-        ))
+            nulls,
+        )))
     }
 
     /// An estimate of the bytes buffered.
@@ -472,9 +484,19 @@ mod tests {
         // `null` is NULL in any case.
         let mut b = ColumnBuilder::new(&c, 1);
         b.append_text(br#"{ a\,b , null }"#).unwrap();
-        let a = b.finish();
+        let a = b.finish().unwrap();
         let (_, values) = list_values::<StringArray>(&a);
         assert_eq!(values.iter().collect::<Vec<_>>(), [Some("a,b"), None]);
+        // An element that is not UTF-8 fails the batch when it is finished,
+        // also after a failed append set earlier elements aside.
+        b.append_binary(&array_binary(25, 1, &[Some(b"\xff".to_vec())]))
+            .unwrap();
+        assert!(b.append_text(b"{unterminated").is_err());
+        assert!(b.finish().is_err());
+        b.append_text(b"{ok}").unwrap();
+        let a = b.finish().unwrap();
+        let (_, values) = list_values::<StringArray>(&a);
+        assert_eq!(values.iter().collect::<Vec<_>>(), [Some("ok")]);
     }
 
     #[test]
@@ -605,13 +627,13 @@ mod tests {
         b.append_null();
         b.append_text(b"{10}").unwrap();
         assert_eq!(b.len(), 4);
-        let a = b.finish();
+        let a = b.finish().unwrap();
         let (list, values) = list_values::<Int32Array>(&a);
         assert_eq!(list.value_offsets(), [0, 2, 3, 3, 4]);
         assert_eq!(values.values().as_ref(), [1, 2, 6, 10]);
         // Reusable after finish.
         b.append_text(b"{11}").unwrap();
-        let a = b.finish();
+        let a = b.finish().unwrap();
         assert_eq!(list_values::<Int32Array>(&a).1.values().as_ref(), [11]);
     }
 }

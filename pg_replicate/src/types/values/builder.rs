@@ -17,7 +17,8 @@ use crate::types::table::ColumnSchema;
 /// [`copy_select_expr`](super::copy_select_expr) selects
 /// ([`append_binary`](Self::append_binary)) or in pgoutput's text format
 /// ([`append_text`](Self::append_text)); both give identical Arrow values.
-/// A failed append leaves the builder as it was.
+/// A failed append leaves the builder as it was; text that is not valid
+/// UTF-8 is found by [`finish`](Self::finish).
 #[derive(Debug)]
 pub struct ColumnBuilder {
     /// The Postgres type name, for errors.
@@ -26,6 +27,8 @@ pub struct ColumnBuilder {
     inner: Inner,
     /// COPY sends this column in its text form (see `copy_select_expr`).
     binary_is_text: bool,
+    /// The format of the latest value, for an error found in `finish`.
+    format: Format,
 }
 
 #[derive(Debug)]
@@ -63,6 +66,7 @@ impl ColumnBuilder {
             data_type: column_data_type(kind),
             inner,
             binary_is_text,
+            format: Format::Binary,
         }
     }
 
@@ -81,6 +85,7 @@ impl ColumnBuilder {
     /// [`append_null`](Self::append_null)).
     #[inline]
     pub fn append_binary(&mut self, value: &[u8]) -> Result<(), ValueError> {
+        self.format = Format::Binary;
         let result = match &mut self.inner {
             Inner::Scalar(b) => b.append_binary(value),
             Inner::List(b) if self.binary_is_text => b.append_text(value),
@@ -93,6 +98,7 @@ impl ColumnBuilder {
     /// under the session settings of `postgres::session`.
     #[inline]
     pub fn append_text(&mut self, value: &[u8]) -> Result<(), ValueError> {
+        self.format = Format::Text;
         let result = match &mut self.inner {
             Inner::Scalar(b) => b.append_text(value),
             Inner::List(b) => b.append_text(value),
@@ -119,12 +125,14 @@ impl ColumnBuilder {
     }
 
     /// The array of the values appended; the builder starts over empty and
-    /// can be reused.
-    pub fn finish(&mut self) -> ArrayRef {
-        match &mut self.inner {
+    /// can be reused. Text is checked as UTF-8 here, once for the whole
+    /// batch: a value that is not fails the batch (its values are dropped).
+    pub fn finish(&mut self) -> Result<ArrayRef, ValueError> {
+        let result = match &mut self.inner {
             Inner::Scalar(b) => b.finish(),
             Inner::List(b) => b.finish(),
-        }
+        };
+        result.map_err(|fault| self.error(fault, self.format))
     }
 
     /// The Arrow type of the arrays this builder makes.

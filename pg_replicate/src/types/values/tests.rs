@@ -32,7 +32,7 @@ pub(super) fn same(column: &ColumnSchema, cases: &[Case<'_>]) -> ArrayRef {
         }
     }
     assert_eq!(builder.len(), cases.len());
-    let from_binary = builder.finish();
+    let from_binary = builder.finish().unwrap();
     assert!(builder.is_empty());
     for (_, text) in cases {
         match text {
@@ -40,7 +40,7 @@ pub(super) fn same(column: &ColumnSchema, cases: &[Case<'_>]) -> ArrayRef {
             None => builder.append_null(),
         }
     }
-    let from_text = builder.finish();
+    let from_text = builder.finish().unwrap();
     assert_eq!(from_binary.data_type(), builder.data_type());
     assert_eq!(
         &from_binary, &from_text,
@@ -255,8 +255,13 @@ fn strings() {
         assert_eq!(a.value(1), "ab   ");
         assert!(a.is_null(4));
 
+        // Text is checked as UTF-8 once per batch, when it is finished: an
+        // invalid value fails the batch, also one cut inside a character
+        // whose bytes the next value completes.
         let mut b = ColumnBuilder::new(&c, 1);
-        let e = b.append_binary(b"\xff\xfe").unwrap_err();
+        b.append_binary(b"fine").unwrap();
+        b.append_binary(b"\xff\xfe").unwrap();
+        let e = b.finish().unwrap_err();
         assert!(
             matches!(
                 e,
@@ -267,7 +272,24 @@ fn strings() {
             ),
             "{e}"
         );
-        assert!(b.append_text(b"ok\xc3").is_err());
+        assert!(e.to_string().contains("UTF-8"), "{e}");
+        b.append_text(b"h\xc3").unwrap();
+        b.append_text(b"\xa9llo").unwrap();
+        let e = b.finish().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ValueError::Malformed {
+                    format: Format::Text,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // The builder starts over after a failed batch.
+        b.append_text("héllo".as_bytes()).unwrap();
+        let a = b.finish().unwrap();
+        assert_eq!(a.as_string::<i32>().value(0), "héllo");
     }
 }
 
@@ -305,7 +327,7 @@ fn bytea() {
     let mut b = ColumnBuilder::new(&scalar(17, -1, "bytea"), 1);
     assert!(b.append_text(b"\\x0").is_err());
     b.append_text(b"\\x01").unwrap();
-    let a = b.finish();
+    let a = b.finish().unwrap();
     assert_eq!(a.as_binary::<i32>().value(0), [1]);
 }
 
@@ -530,17 +552,17 @@ fn finish_reuse_and_size_estimate() {
     }
     let bytes = b.approx_bytes();
     assert!((1000..2000).contains(&bytes), "{bytes}");
-    assert_eq!(b.finish().len(), 100);
+    assert_eq!(b.finish().unwrap().len(), 100);
     assert_eq!(b.approx_bytes(), 0);
     b.append_null();
-    let a = b.finish();
+    let a = b.finish().unwrap();
     assert_eq!(a.len(), 1);
     assert!(a.is_null(0));
 
     let mut b = ColumnBuilder::new(&column(1016, -1, "bigint[]", Some(20)), 0);
     b.append_text(b"{1,2,3,4}").unwrap();
     assert!(b.approx_bytes() >= 32);
-    let array: Arc<dyn Array> = b.finish();
+    let array: Arc<dyn Array> = b.finish().unwrap();
     assert_eq!(array.len(), 1);
     assert_eq!(b.approx_bytes(), 0);
 }
