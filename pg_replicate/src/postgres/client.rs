@@ -1,5 +1,6 @@
-//! The ordinary (non-replication) connection, used for catalog queries and
-//! `COPY`: tokio-postgres, configured from the same [`PgConnectionConfig`]
+//! The ordinary (non-replication) connection, used for catalog queries (the
+//! backfill's `COPY` runs on [`CopyClient`](super::replication::CopyClient)):
+//! tokio-postgres, configured from the same [`PgConnectionConfig`]
 //! as the replication connection (TLS per `sslmode`, session settings,
 //! `application_name`), with errors mapped to the same kinds.
 
