@@ -86,13 +86,14 @@ pub fn peak_rss_children_mib() -> f64 {
 }
 
 fn max_rss_mib(who: libc::c_int) -> f64 {
+    rusage(who).map_or(f64::NAN, |usage| usage.ru_maxrss as f64 / 1024.0)
+}
+
+fn rusage(who: libc::c_int) -> Option<libc::rusage> {
     // SAFETY: getrusage only writes into the struct we pass.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::getrusage(who, &mut usage) };
-    if rc != 0 {
-        return f64::NAN;
-    }
-    usage.ru_maxrss as f64 / 1024.0
+    (rc == 0).then_some(usage)
 }
 
 /// CPU time (user + system) used so far by this process (`self_`) or by its
@@ -103,12 +104,9 @@ pub fn cpu_time(self_: bool) -> Duration {
     } else {
         libc::RUSAGE_CHILDREN
     };
-    // SAFETY: getrusage only writes into the struct we pass.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::getrusage(who, &mut usage) };
-    if rc != 0 {
+    let Some(usage) = rusage(who) else {
         return Duration::ZERO;
-    }
+    };
     let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
     Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
 }
