@@ -297,13 +297,7 @@ pub fn keyed_stage(changes: &Changes<'_>) -> Result<Stage> {
     let mut stage = StageBuilder::new(table, &kept);
     stage.push_array(ROUND, "UINTEGER", Arc::new(rounds), false)?;
     stage.push(OP, "UTINYINT", changes.ops)?;
-    for (i, column) in changes.new.iter().enumerate() {
-        stage.push(
-            &new_col(i),
-            &duckdb_type(&table.columns[i]),
-            column.as_ref(),
-        )?;
-    }
+    stage.push_new_values(changes)?;
     for &k in &keys {
         stage.push(
             &old_col(k),
@@ -329,13 +323,7 @@ pub fn unkeyed_stage(changes: &Changes<'_>) -> Result<Stage> {
     let mut stage = StageBuilder::new(table, &all);
     stage.push_array(INDEX, "UINTEGER", Arc::new(all.clone()), false)?;
     stage.push(OP, "UTINYINT", changes.ops)?;
-    for (i, column) in changes.new.iter().enumerate() {
-        stage.push(
-            &new_col(i),
-            &duckdb_type(&table.columns[i]),
-            column.as_ref(),
-        )?;
-    }
+    stage.push_new_values(changes)?;
     for (i, column) in changes.old.columns().iter().enumerate() {
         stage.push(
             &old_col(i),
@@ -408,6 +396,18 @@ impl<'a> StageBuilder<'a> {
     }
 
     /// Adds the unchanged flags; returns the flagged table columns.
+    /// Adds the new value of every table column.
+    fn push_new_values(&mut self, changes: &Changes<'_>) -> Result<()> {
+        for (i, column) in changes.new.iter().enumerate() {
+            self.push(
+                &new_col(i),
+                &duckdb_type(&self.table.columns[i]),
+                column.as_ref(),
+            )?;
+        }
+        Ok(())
+    }
+
     fn push_flags(&mut self, changes: &Changes<'_>) -> Result<Vec<usize>> {
         let mut flagged = Vec::new();
         for (i, flags) in changes.unchanged_flags().into_iter().enumerate() {
