@@ -13,7 +13,6 @@ use crate::types::{COLUMNS, EXTREMES, TYPICAL};
 /// More columns, filled by `EXTRA_VALUES` for rows 1 and 3.
 const EXTRA_COLUMNS: &[(&str, &str)] = &[
     ("c_uuid_arr", "uuid[]"),
-    ("c_jsonb_arr", "jsonb[]"),
     ("c_date_arr", "date[]"),
     ("c_float8_arr", "float8[]"),
     ("c_bytea_arr", "bytea[]"),
@@ -22,7 +21,6 @@ const EXTRA_COLUMNS: &[(&str, &str)] = &[
 ];
 
 const EXTRA_VALUES: &str = "c_uuid_arr = '{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11,NULL}',
-    c_jsonb_arr = ARRAY['{\"k\": [1, 2.50]}'::jsonb, NULL, '\"s\"'],
     c_date_arr = '{2024-02-29,infinity,-infinity,0044-03-15 BC,NULL}',
     c_float8_arr = '{1.5,-0,NaN,-Infinity,5e-324,NULL}',
     c_bytea_arr = ARRAY['\\x00ff'::bytea, ''::bytea, NULL],

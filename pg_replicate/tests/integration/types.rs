@@ -55,6 +55,7 @@ pub(crate) const COLUMNS: &[(&str, &str)] = &[
     ("c_mood_arr", "mood[]"),
     ("c_domain", "posint"),
     ("c_pair", "pair"),
+    ("c_jsonb_arr", "jsonb[]"),
 ];
 
 /// Row 1: typical values of every column of [`COLUMNS`].
@@ -63,18 +64,19 @@ pub(crate) const TYPICAL: &str = "(1, true, 12, 1234, 123456789012, 42, 1.5, 2.2
   '2024-02-29 13:45:10.123456+01', '1 year 2 mons 3 days 04:05:06.5', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
   '{\"a\": [1, 2]}', '{\"b\": {\"c\": null}}', '192.168.0.1/24', '10.0.0.0/8', '08:00:2b:01:02:03', 12.34, B'1010', B'101',
   '<a>x</a>', '[1,10)', '[2024-01-01 00:00:00+00,2024-02-01 00:00:00+00)', '{1,NULL,3}', '{\"a,b\",\"NULL\",NULL,\"q\\\"uote\"}',
-  '{1.50,NULL}', '{\"2024-01-01 00:00:00+00\"}', 'happy', '{sad,happy}', 7, ROW(1, 'x y'))";
+  '{1.50,NULL}', '{\"2024-01-01 00:00:00+00\"}', 'happy', '{sad,happy}', 7, ROW(1, 'x y'),
+  ARRAY['{\"k\": [1, 2.50, \"é\"]}'::jsonb, NULL, '\"s\"'])";
 
 /// Row 3: extreme values of every column of [`COLUMNS`].
 pub(crate) const EXTREMES: &str = "(3, false, -32768, 2147483647, -9223372036854775808, 4294967295, 'NaN', '-Infinity', 'NaN',
   -9999999999.99, 1234567890123456789012345678901234567890.0123456789, E'line\\nbreak \"quoted\" \\\\ é 😀', '', '     ',
   '', E'\\\\', '\\x', 'infinity', '24:00:00', '00:00:00-15:59', '-infinity', '4713-01-01 00:00:00+00 BC',
   '-1 year -2 days +03:04:05.678', '00000000-0000-0000-0000-000000000000', '[]', '{}', '::1', '::/0', 'ff:ff:ff:ff:ff:ff',
-  -92233720368547758.08, B'0000', B'', '<x/>', 'empty', '(,)', '{}', '{}', '{}', '{infinity}', 'sad', '{}', 2147483647, ROW(NULL, NULL))";
+  -92233720368547758.08, B'0000', B'', '<x/>', 'empty', '(,)', '{}', '{}', '{}', '{infinity}', 'sad', '{}', 2147483647, ROW(NULL, NULL), '{}')";
 
 const HISTORIC: &str = "(4, NULL, 0, 0, 0, 0, '-0', 1e308, '-Infinity', 0.01, -0.0000000001, 'x', 'x', 'x', 'x', 'x', NULL,
   '0044-03-15 BC', '00:00:00', NULL, '1999-12-31 23:59:59.999999', '1970-01-01 00:00:00+00', '-178000000 years', NULL,
-  'null', '[1, \"two\", 3.0]', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '{{1,2},{3,4}}', NULL, NULL, NULL, NULL, NULL, NULL)";
+  'null', '[1, \"two\", 3.0]', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '{{1,2},{3,4}}', NULL, NULL, NULL, NULL, NULL, NULL, NULL)";
 
 fn column_list() -> String {
     COLUMNS
@@ -159,7 +161,8 @@ async fn every_type_is_exact_and_identical_in_copy_and_stream() {
         "c_int4range": "[1,10)", "c_tstzrange": "[\"2024-01-01 00:00:00+00\",\"2024-02-01 00:00:00+00\")",
         "c_int_arr": [1, null, 3], "c_text_arr": ["a,b", "NULL", null, "q\"uote"],
         "c_numeric_arr": [1.5, null], "c_tstz_arr": ["2024-01-01T00:00:00Z"],
-        "c_mood": "happy", "c_mood_arr": ["sad", "happy"], "c_domain": "7", "c_pair": "(1,\"x y\")"
+        "c_mood": "happy", "c_mood_arr": ["sad", "happy"], "c_domain": "7", "c_pair": "(1,\"x y\")",
+        "c_jsonb_arr": ["{\"k\": [1, 2.50, \"é\"]}", null, "\"s\""]
     });
     for (name, _) in COLUMNS {
         assert_eq!(typical[name], expected[name], "typical value of {name}");
@@ -181,7 +184,8 @@ async fn every_type_is_exact_and_identical_in_copy_and_stream() {
         "c_tstz": "-4712-01-01T00:00:00Z", "c_interval": "P-1Y-2DT3H4M5.678S",
         "c_json": [], "c_jsonb": {}, "c_int_arr": [], "c_text_arr": [], "c_numeric_arr": [],
         "c_tstz_arr": ["infinity"], "c_mood_arr": [], "c_domain": "2147483647", "c_pair": "(,)",
-        "c_money": "-$92,233,720,368,547,758.08", "c_bit": "0000", "c_varbit": "", "c_int4range": "empty"
+        "c_money": "-$92,233,720,368,547,758.08", "c_bit": "0000", "c_varbit": "", "c_int4range": "empty",
+        "c_jsonb_arr": []
     });
     for (name, value) in expected.as_object().unwrap() {
         assert_eq!(&extremes[name], value, "extreme value of {name}");

@@ -31,6 +31,7 @@ pub(crate) mod oid {
     pub const TEXT: u32 = 25;
     pub const OID: u32 = 26;
     pub const OIDVECTOR: u32 = 30;
+    pub const JSON: u32 = 114;
     pub const POINT: u32 = 600;
     pub const LSEG: u32 = 601;
     pub const BOX: u32 = 603;
@@ -46,6 +47,7 @@ pub(crate) mod oid {
     pub const INTERVAL: u32 = 1186;
     pub const NUMERIC: u32 = 1700;
     pub const UUID: u32 = 2950;
+    pub const JSONB: u32 = 3802;
 }
 
 /// How one (scalar) Postgres value is decoded and stored.
@@ -67,8 +69,12 @@ pub(crate) enum ScalarKind {
     Float64,
     /// numeric(p,s), 1 ≤ p ≤ 38, 0 ≤ s ≤ p → Decimal128(p,s).
     Decimal { precision: u8, scale: i8 },
-    /// text, varchar, bpchar, name → Utf8; binary is the UTF-8 text.
+    /// text, varchar, bpchar, name, json → Utf8; binary is the UTF-8 text
+    /// (json's binary form is its text, as stored).
     Text,
+    /// jsonb → Utf8; binary is a format version byte (1) followed by the
+    /// same text as jsonb's output function.
+    Jsonb,
     /// `"char"` → Utf8; binary is one byte, text is `charout`'s form.
     Char,
     /// bytea → Binary.
@@ -117,7 +123,8 @@ pub(crate) fn scalar_kind(type_oid: u32, modifier: i32) -> ScalarKind {
         oid::FLOAT4 => ScalarKind::Float32,
         oid::FLOAT8 => ScalarKind::Float64,
         oid::NUMERIC => numeric_kind(modifier),
-        oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME => ScalarKind::Text,
+        oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME | oid::JSON => ScalarKind::Text,
+        oid::JSONB => ScalarKind::Jsonb,
         oid::CHAR => ScalarKind::Char,
         oid::BYTEA => ScalarKind::Bytea,
         oid::DATE => ScalarKind::Date,
@@ -198,7 +205,9 @@ pub(crate) fn scalar_data_type(kind: ScalarKind) -> DataType {
         ScalarKind::Float32 => DataType::Float32,
         ScalarKind::Float64 => DataType::Float64,
         ScalarKind::Decimal { precision, scale } => DataType::Decimal128(precision, scale),
-        ScalarKind::Text | ScalarKind::Char | ScalarKind::TextForm => DataType::Utf8,
+        ScalarKind::Text | ScalarKind::Jsonb | ScalarKind::Char | ScalarKind::TextForm => {
+            DataType::Utf8
+        }
         ScalarKind::Bytea => DataType::Binary,
         ScalarKind::Date => DataType::Date32,
         ScalarKind::Time => DataType::Time64(TimeUnit::Microsecond),
@@ -257,8 +266,9 @@ pub fn arrow_field(column: &ColumnSchema) -> Field {
 /// values [`ColumnBuilder::append_binary`](super::ColumnBuilder::append_binary)
 /// decodes.
 ///
-/// Types decoded natively from binary are selected as the quoted column
-/// name; types carried as text, and arrays of them, through their output
+/// Types decoded natively from binary (json and jsonb among them: their
+/// binary forms hold the output function's text) are selected as the quoted
+/// column name; types carried as text, and arrays of them, through their output
 /// function (`format('%s', "col")`, NULL kept), so COPY and pgoutput give
 /// the same text.
 pub fn copy_select_expr(column: &ColumnSchema) -> String {
@@ -345,9 +355,19 @@ pub(crate) mod tests {
         }
         // Text-form types, including an unknown (enum, domain, extension) oid.
         for oid in [
-            114, 142, 3802, 869, 650, 829, 774, 790, 1560, 1562, 3904, 600, 603, 98765,
+            142, 869, 650, 829, 774, 790, 1560, 1562, 3904, 600, 603, 98765,
         ] {
             assert_eq!(data_type(oid, -1), DataType::Utf8, "oid {oid}");
+            let c = column(oid, -1, "t", None);
+            assert_eq!(
+                copy_select_expr(&c),
+                "CASE WHEN num_nulls(\"c\") = 0 THEN format('%s', \"c\") END"
+            );
+        }
+        // json and jsonb are text too, but travel in their own binary form.
+        for oid in [114, 3802] {
+            assert_eq!(data_type(oid, -1), DataType::Utf8, "oid {oid}");
+            assert_eq!(copy_select_expr(&column(oid, -1, "j", None)), "\"c\"");
         }
     }
 
@@ -394,6 +414,11 @@ pub(crate) mod tests {
         assert_eq!(f.metadata()[PG_TYPE_KEY], "jsonb");
         assert_eq!(f.metadata()[PG_TYPE_OID_KEY], "3802");
         assert_eq!(f.metadata().len(), 2);
+        assert_eq!(copy_select_expr(&c), "\"my \"\"col\"\"\"");
+        let c = column(1186, -1, "interval", None);
+        assert_eq!(copy_select_expr(&c), "\"c\"");
+        let mut c = column(3904, -1, "int4range", None);
+        c.name = "my \"col\"".to_owned();
         assert_eq!(
             copy_select_expr(&c),
             "CASE WHEN num_nulls(\"my \"\"col\"\"\") = 0 THEN format('%s', \"my \"\"col\"\"\") END"
@@ -428,7 +453,14 @@ pub(crate) mod tests {
         );
         assert_eq!(copy_select_expr(&c), "\"c\"");
 
-        for (oid, elem) in [(3807, 3802), (1231, 1700), (1020, 603), (99999, 98765)] {
+        let c = column(3807, -1, "jsonb[]", Some(3802));
+        assert_eq!(
+            arrow_field(&c).data_type(),
+            &DataType::List(list_item_field(ScalarKind::Jsonb))
+        );
+        assert_eq!(copy_select_expr(&c), "\"c\"");
+
+        for (oid, elem) in [(1231, 1700), (1020, 603), (99999, 98765)] {
             let c = column(oid, -1, "x[]", Some(elem));
             assert_eq!(
                 arrow_field(&c).data_type(),

@@ -19,6 +19,9 @@ use super::mapping::ScalarKind;
 use super::numeric;
 use super::text::{self, be_bytes};
 
+/// The only binary format version of jsonb (its first byte).
+const JSONB_BINARY_VERSION: u8 = 1;
+
 /// Average bytes reserved per value of variable-length columns.
 const AVERAGE_VALUE_BYTES: usize = 16;
 
@@ -45,6 +48,8 @@ pub(crate) enum ScalarBuilder {
     /// as bytes and checked as UTF-8 once per batch in `finish` (one pass
     /// over the whole buffer is several times cheaper than one per value).
     Text(BinaryBuilder),
+    /// jsonb: stored like `Text`; its binary form has a version byte first.
+    Jsonb(BinaryBuilder),
     /// `"char"`.
     Char(StringBuilder),
     /// bytea.
@@ -74,6 +79,7 @@ macro_rules! each_builder {
             ScalarBuilder::Float64($b) => $body,
             ScalarBuilder::Decimal($b, ..) => $body,
             ScalarBuilder::Text($b) => $body,
+            ScalarBuilder::Jsonb($b) => $body,
             ScalarBuilder::Char($b) => $body,
             ScalarBuilder::Bytea($b) => $body,
             ScalarBuilder::Date($b) => $body,
@@ -106,6 +112,7 @@ impl ScalarBuilder {
             ScalarKind::Text | ScalarKind::TextForm => {
                 Self::Text(BinaryBuilder::with_capacity(capacity, data_capacity))
             }
+            ScalarKind::Jsonb => Self::Jsonb(BinaryBuilder::with_capacity(capacity, data_capacity)),
             ScalarKind::Char => Self::Char(StringBuilder::with_capacity(capacity, capacity)),
             ScalarKind::Bytea => Self::Bytea(BinaryBuilder::with_capacity(capacity, data_capacity)),
             ScalarKind::Date => Self::Date(Date32Builder::with_capacity(capacity)),
@@ -161,6 +168,11 @@ impl ScalarBuilder {
                 b.append_value(numeric::decimal_from_binary(value, *precision, *scale)?)
             }
             Self::Text(b) => b.append_value(value),
+            Self::Jsonb(b) => match value {
+                [JSONB_BINARY_VERSION, text @ ..] => b.append_value(text),
+                [] => return Err(Fault::Malformed("jsonb binary value is empty")),
+                _ => return Err(Fault::Malformed("jsonb binary format version is not 1")),
+            },
             Self::Char(b) => match value {
                 [byte] => b.append_value(text::char_text(*byte, &mut [0; 4])),
                 _ => return Err(Fault::Malformed("\"char\" is not one byte")),
@@ -196,7 +208,7 @@ impl ScalarBuilder {
             Self::Decimal(b, precision, scale) => {
                 b.append_value(numeric::decimal_from_text(value, *precision, *scale)?)
             }
-            Self::Text(b) => b.append_value(value),
+            Self::Text(b) | Self::Jsonb(b) => b.append_value(value),
             Self::Char(b) => b.append_value(text::utf8(value)?),
             Self::Bytea(b) => {
                 let parsed = text::bytea_text(value)?;
@@ -229,7 +241,7 @@ impl ScalarBuilder {
     /// Fails when a text value is not valid UTF-8 (the values are dropped).
     pub(crate) fn finish(&mut self) -> DecodeResult<ArrayRef> {
         match self {
-            Self::Text(b) => StringArray::try_from_binary(b.finish())
+            Self::Text(b) | Self::Jsonb(b) => StringArray::try_from_binary(b.finish())
                 .map(|a| Arc::new(a) as ArrayRef)
                 .map_err(|_| Fault::Malformed("text is not valid UTF-8")),
             other => Ok(each_builder!(other, b => Arc::new(b.finish()) as ArrayRef)),
@@ -254,7 +266,9 @@ impl ScalarBuilder {
                 Self::Float64(b) => fixed(b.values_slice()),
                 Self::Decimal(b, ..) => fixed(b.values_slice()),
                 Self::Char(b) => b.values_slice().len() + len * size_of::<i32>(),
-                Self::Text(b) | Self::Bytea(b) => b.values_slice().len() + len * size_of::<i32>(),
+                Self::Text(b) | Self::Jsonb(b) | Self::Bytea(b) => {
+                    b.values_slice().len() + len * size_of::<i32>()
+                }
                 Self::Date(b) => fixed(b.values_slice()),
                 Self::Time(b) => fixed(b.values_slice()),
                 Self::Timestamp(b, _) => fixed(b.values_slice()),
