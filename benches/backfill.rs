@@ -9,7 +9,6 @@
 //! BENCH_ROWS=500000 cargo bench -p pg_replicate_benches --bench backfill
 //! ```
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pg_replicate::pipeline::{DataPipeline, PipelineAction};
@@ -50,6 +49,8 @@ fn main() {
     };
     let mut reference = Vec::new();
     let mut parallel_reference = Vec::new();
+    // Peak RSS of one psql, alone and in the parallel pair.
+    let (mut psql_peak, mut parallel_peak) = (0f64, 0f64);
     let mut ours = [Vec::new(), Vec::new()];
     // Client CPU (user + system) of each kind of run: psql, 2 psql, ours 1, ours 2.
     let mut client_cpu = [Duration::MAX; 4];
@@ -61,9 +62,9 @@ fn main() {
             "\\copy t to '/dev/null' with (format binary)",
         ]));
         let children_between = cpu_time(false);
-        let parallel = time_parallel(vec![
-            copy_range(&format!("ctid < '({half_block},0)'::tid")),
-            copy_range(&format!("ctid >= '({half_block},0)'::tid")),
+        let (_, parallel) = run_watched(vec![
+            &mut copy_range(&format!("ctid < '({half_block},0)'::tid")),
+            &mut copy_range(&format!("ctid >= '({half_block},0)'::tid")),
         ]);
         let children_after = cpu_time(false);
         if run > 0 {
@@ -96,8 +97,10 @@ fn main() {
             }
         }
         if run > 0 {
-            reference.push(psql);
-            parallel_reference.push(parallel);
+            reference.push(psql.elapsed);
+            parallel_reference.push(parallel.elapsed);
+            psql_peak = psql_peak.max(psql.peak_rss_mib);
+            parallel_peak = parallel_peak.max(parallel.peak_rss_mib);
         }
     }
     let best = |times: &[Duration]| times.iter().min().copied().unwrap_or_default();
@@ -110,14 +113,14 @@ fn main() {
                 count: rows,
                 bytes: Some(heap_bytes),
                 elapsed: best(&reference),
-                peak_rss_mib: Some(peak_rss_children_mib()),
+                peak_rss_mib: Some(psql_peak),
             },
             Measurement {
                 name: "2 × psql \\copy of ctid-range halves, in parallel".into(),
                 count: rows,
                 bytes: Some(heap_bytes),
                 elapsed: best(&parallel_reference),
-                peak_rss_mib: None,
+                peak_rss_mib: Some(parallel_peak),
             },
             Measurement {
                 name: "pg_replicate → discarding sink, 1 copy connection".into(),
@@ -150,31 +153,7 @@ fn main() {
         client_cpu[3].as_secs_f64()
     );
     println!(
-        "\nMB/s is table heap bytes per second; peak RSS of psql is the largest client child; \
+        "\nMB/s is table heap bytes per second; peak RSS of psql is one psql process's own peak; \
          peak RSS of pg_replicate is of the whole benchmark process (both runs)."
     );
-}
-
-/// Runs reference commands at the same time; returns the wall time until
-/// the last one ends.
-fn time_parallel(mut commands: Vec<Command>) -> Duration {
-    let start = Instant::now();
-    let children: Vec<_> = commands
-        .iter_mut()
-        .map(|c| {
-            c.stdout(std::process::Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"))
-        })
-        .collect();
-    for child in children {
-        let output = child
-            .wait_with_output()
-            .expect("wait for a reference command");
-        assert!(
-            output.status.success(),
-            "a parallel reference command failed"
-        );
-    }
-    start.elapsed()
 }

@@ -53,8 +53,8 @@ fn main() {
             name: format!("pg_recvlogical → /dev/null ({transport})"),
             count: total,
             bytes: None,
-            elapsed: reference,
-            peak_rss_mib: Some(peak_rss_children_mib()),
+            elapsed: reference.elapsed,
+            peak_rss_mib: Some(reference.peak_rss_mib),
         });
         let (elapsed, changes) = runtime.block_on(run_cdc_into_discard(
             config,

@@ -88,21 +88,17 @@ fn main() {
 
     let mut scanner_times = Vec::new();
     let mut our_times = Vec::new();
+    let mut scanner_peak = 0f64;
     for run in 0..=RUNS {
         let scanner_file = work.join("scanner.duckdb");
         remove_db(&scanner_file);
-        let output = Command::new(&python)
+        let (outputs, scanner) = run_watched(vec![&mut Command::new(&python)
             .arg(&script)
             .arg(&dsn)
             .arg(&scanner_file)
-            .env("HOME", &scanner_home)
-            .output()
-            .expect("python");
-        assert!(
-            output.status.success(),
-            "scanner failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+            .env("HOME", &scanner_home)]);
+        scanner_peak = scanner_peak.max(scanner.peak_rss_mib);
+        let output = &outputs[0];
         let stdout = String::from_utf8_lossy(&output.stdout);
         let mut fields = stdout.split_whitespace();
         let seconds: f64 = fields.next().and_then(|s| s.parse().ok()).expect("seconds");
@@ -146,7 +142,7 @@ fn main() {
                 count: rows,
                 bytes: None,
                 elapsed: best(&scanner_times),
-                peak_rss_mib: Some(peak_rss_children_mib()),
+                peak_rss_mib: Some(scanner_peak),
             },
             Measurement {
                 name: "pg_replicate → DuckDB sink".into(),

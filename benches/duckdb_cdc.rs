@@ -73,8 +73,8 @@ fn main() {
                 name: "pg_recvlogical → /dev/null (receive only)".into(),
                 count: total,
                 bytes: None,
-                elapsed: reference,
-                peak_rss_mib: Some(peak_rss_children_mib()),
+                elapsed: reference.elapsed,
+                peak_rss_mib: Some(reference.peak_rss_mib),
             },
             Measurement {
                 name: "pg_replicate → DuckDB (applied, committed)".into(),

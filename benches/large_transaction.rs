@@ -34,7 +34,6 @@ fn main() {
         "reference",
         &end_lsn,
     ));
-    let reference_rss = peak_rss_children_mib();
     let config = cluster.connection_config("bench", ThrowawayRole::Superuser.name());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (elapsed, changes) = runtime.block_on(run_cdc_into_discard(config, "ours", rows));
@@ -47,8 +46,8 @@ fn main() {
                 name: "pg_recvlogical → /dev/null (protocol 1)".into(),
                 count: rows,
                 bytes: None,
-                elapsed: reference,
-                peak_rss_mib: Some(reference_rss),
+                elapsed: reference.elapsed,
+                peak_rss_mib: Some(reference.peak_rss_mib),
             },
             Measurement {
                 name: "pg_replicate → Arrow → discarding sink (protocol 2, streamed)".into(),

@@ -80,11 +80,6 @@ pub fn peak_rss_self_mib() -> f64 {
     max_rss_mib(libc::RUSAGE_SELF)
 }
 
-/// Peak resident memory of the largest waited-for child so far, in MiB.
-pub fn peak_rss_children_mib() -> f64 {
-    max_rss_mib(libc::RUSAGE_CHILDREN)
-}
-
 fn max_rss_mib(who: libc::c_int) -> f64 {
     rusage(who).map_or(f64::NAN, |usage| usage.ru_maxrss as f64 / 1024.0)
 }
@@ -111,20 +106,103 @@ pub fn cpu_time(self_: bool) -> Duration {
     Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
 }
 
-/// Runs a reference command, failing loudly when it fails; returns its
-/// wall time.
-pub fn time_command(command: &mut Command) -> Duration {
+/// Wall time and peak memory of reference commands.
+#[derive(Clone, Copy, Debug)]
+pub struct Timed {
+    /// Wall time from the first start to the last exit.
+    pub elapsed: Duration,
+    /// The largest peak resident memory of one of the commands, in MiB.
+    pub peak_rss_mib: f64,
+}
+
+/// Runs a reference command, failing loudly when it fails.
+pub fn time_command(command: &mut Command) -> Timed {
+    run_watched(vec![command]).1
+}
+
+/// Runs reference commands at the same time, failing loudly when one
+/// fails; returns their outputs (stdout and stderr captured).
+///
+/// Peak memory is each child's own `VmHWM` (its high-water mark since its
+/// `exec`), read from `/proc` every 10 ms until it exits: `getrusage`'s
+/// figure for children would also count the memory this process had when
+/// it spawned them.
+pub fn run_watched(commands: Vec<&mut Command>) -> (Vec<std::process::Output>, Timed) {
+    use std::io::Read;
+    use std::process::Stdio;
     let start = Instant::now();
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let mut running: Vec<_> = commands
+        .into_iter()
+        .map(|command| {
+            let mut child = command
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+            let drain = |pipe: Option<Box<dyn Read + Send>>| {
+                std::thread::spawn(move || {
+                    let mut bytes = Vec::new();
+                    if let Some(mut pipe) = pipe {
+                        let _ = pipe.read_to_end(&mut bytes);
+                    }
+                    bytes
+                })
+            };
+            let stdout = drain(
+                child
+                    .stdout
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            );
+            let stderr = drain(
+                child
+                    .stderr
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            );
+            (format!("{command:?}"), child, stdout, stderr, None, 0u64)
+        })
+        .collect();
+    while running.iter().any(|(.., status, _)| status.is_none()) {
+        for (_, child, _, _, status, peak_kib) in running.iter_mut().filter(|r| r.4.is_none()) {
+            if let Some(kib) = high_water_kib(child.id()) {
+                *peak_kib = (*peak_kib).max(kib);
+            }
+            *status = child.try_wait().expect("wait for a reference command");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let elapsed = start.elapsed();
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    elapsed
+    let mut peak_kib = 0;
+    let outputs = running
+        .into_iter()
+        .map(|(name, _, stdout, stderr, status, peak)| {
+            peak_kib = peak_kib.max(peak);
+            let output = std::process::Output {
+                status: status.expect("exited"),
+                stdout: stdout.join().expect("stdout reader"),
+                stderr: stderr.join().expect("stderr reader"),
+            };
+            assert!(
+                output.status.success(),
+                "{name} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            output
+        })
+        .collect();
+    let timed = Timed {
+        elapsed,
+        peak_rss_mib: peak_kib as f64 / 1024.0,
+    };
+    (outputs, timed)
+}
+
+/// `VmHWM` of a running process, in KiB.
+fn high_water_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// One line of the result table.
@@ -279,6 +357,7 @@ pub fn run_script(
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
             .arg(&path),
     )
+    .elapsed
 }
 
 /// Forwards to `inner`, counts row changes, records each change's lag
