@@ -128,74 +128,95 @@ pub fn time_command(command: &mut Command) -> Timed {
 /// figure for children would also count the memory this process had when
 /// it spawned them.
 pub fn run_watched(commands: Vec<&mut Command>) -> (Vec<std::process::Output>, Timed) {
-    use std::io::Read;
-    use std::process::Stdio;
     let start = Instant::now();
-    let mut running: Vec<_> = commands
-        .into_iter()
-        .map(|command| {
-            let mut child = command
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-            let drain = |pipe: Option<Box<dyn Read + Send>>| {
-                std::thread::spawn(move || {
-                    let mut bytes = Vec::new();
-                    if let Some(mut pipe) = pipe {
-                        let _ = pipe.read_to_end(&mut bytes);
-                    }
-                    bytes
-                })
-            };
-            let stdout = drain(
-                child
-                    .stdout
-                    .take()
-                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            );
-            let stderr = drain(
-                child
-                    .stderr
-                    .take()
-                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            );
-            (format!("{command:?}"), child, stdout, stderr, None, 0u64)
-        })
-        .collect();
-    while running.iter().any(|(.., status, _)| status.is_none()) {
-        for (_, child, _, _, status, peak_kib) in running.iter_mut().filter(|r| r.4.is_none()) {
-            if let Some(kib) = high_water_kib(child.id()) {
-                *peak_kib = (*peak_kib).max(kib);
+    let mut running: Vec<Watched> = commands.into_iter().map(Watched::spawn).collect();
+    while running.iter().any(|w| !w.exit.is_finished()) {
+        for watched in &mut running {
+            if let Some(kib) = high_water_kib(watched.pid) {
+                watched.peak_kib = watched.peak_kib.max(kib);
             }
-            *status = child.try_wait().expect("wait for a reference command");
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let elapsed = start.elapsed();
-    let mut peak_kib = 0;
+    let peak_kib = running.iter().map(|w| w.peak_kib).max().unwrap_or(0);
+    let mut last_exit = start;
     let outputs = running
         .into_iter()
-        .map(|(name, _, stdout, stderr, status, peak)| {
-            peak_kib = peak_kib.max(peak);
-            let output = std::process::Output {
-                status: status.expect("exited"),
-                stdout: stdout.join().expect("stdout reader"),
-                stderr: stderr.join().expect("stderr reader"),
-            };
-            assert!(
-                output.status.success(),
-                "{name} failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+        .map(|watched| {
+            let (output, exited) = watched.output();
+            last_exit = last_exit.max(exited);
             output
         })
         .collect();
     let timed = Timed {
-        elapsed,
+        elapsed: last_exit - start,
         peak_rss_mib: peak_kib as f64 / 1024.0,
     };
     (outputs, timed)
+}
+
+/// A running reference command: waited for on a thread of its own (which
+/// notes the moment it exits), its output read on two more (a full pipe
+/// would stall it).
+struct Watched {
+    name: String,
+    pid: u32,
+    exit: std::thread::JoinHandle<(std::process::ExitStatus, Instant)>,
+    stdout: std::thread::JoinHandle<Vec<u8>>,
+    stderr: std::thread::JoinHandle<Vec<u8>>,
+    peak_kib: u64,
+}
+
+impl Watched {
+    fn spawn(command: &mut Command) -> Self {
+        use std::process::Stdio;
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+        let stdout = read_all(child.stdout.take());
+        let stderr = read_all(child.stderr.take());
+        Self {
+            name: format!("{command:?}"),
+            pid: child.id(),
+            exit: std::thread::spawn(move || {
+                let status = child.wait().expect("wait for a reference command");
+                (status, Instant::now())
+            }),
+            stdout,
+            stderr,
+            peak_kib: 0,
+        }
+    }
+
+    /// The output and the moment of exit; fails loudly when the command
+    /// failed.
+    fn output(self) -> (std::process::Output, Instant) {
+        let (status, exited) = self.exit.join().expect("waiter thread");
+        let output = std::process::Output {
+            status,
+            stdout: self.stdout.join().expect("stdout reader"),
+            stderr: self.stderr.join().expect("stderr reader"),
+        };
+        assert!(
+            output.status.success(),
+            "{} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output, exited)
+    }
+}
+
+fn read_all(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
 }
 
 /// `VmHWM` of a running process, in KiB.

@@ -415,8 +415,6 @@ pub(crate) mod tests {
         assert_eq!(f.metadata()[PG_TYPE_OID_KEY], "3802");
         assert_eq!(f.metadata().len(), 2);
         assert_eq!(copy_select_expr(&c), "\"my \"\"col\"\"\"");
-        let c = column(1186, -1, "interval", None);
-        assert_eq!(copy_select_expr(&c), "\"c\"");
         let mut c = column(3904, -1, "int4range", None);
         c.name = "my \"col\"".to_owned();
         assert_eq!(
