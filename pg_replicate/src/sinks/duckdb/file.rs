@@ -15,6 +15,7 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 
 use duckdb::Connection;
 
+use super::raw::{RawConnection, RawDatabase};
 use crate::{Error, ErrorKind, Result};
 
 /// An open DuckDB database file, shared within the process.
@@ -24,6 +25,9 @@ pub(crate) struct OpenFile {
     root: Mutex<Connection>,
     /// Whether a sink writes through this instance.
     writer: AtomicBool,
+    /// The database handle `root` was made from; declared after it, so
+    /// dropped after it.
+    database: RawDatabase,
 }
 
 static OPEN_FILES: LazyLock<Mutex<HashMap<PathBuf, Weak<OpenFile>>>> =
@@ -51,6 +55,21 @@ impl OpenFile {
                     e,
                 )
             })
+    }
+
+    /// A connection of DuckDB's C API to the instance (for what duckdb-rs
+    /// cannot do).
+    pub(crate) fn raw_connect(&self) -> Result<RawConnection> {
+        self.database.connect().map_err(|e| {
+            Error::with_source(
+                ErrorKind::Sink,
+                format!(
+                    "cannot open another connection to DuckDB file {}",
+                    self.path.display()
+                ),
+                e,
+            )
+        })
     }
 
     /// Gives up the writer role (when the sink is dropped).
@@ -98,11 +117,15 @@ fn open_shared(path: &Path) -> Result<Arc<OpenFile>> {
             ),
         ));
     }
-    let conn = Connection::open(&key).map_err(|e| open_error(&key, e))?;
+    let database = RawDatabase::open(&key).map_err(|e| open_error(&key, e))?;
+    let conn = database
+        .open_connection()
+        .map_err(|e| open_error(&key, e))?;
     let file = Arc::new(OpenFile {
         path: key.clone(),
         root: Mutex::new(conn),
         writer: AtomicBool::new(false),
+        database,
     });
     files.insert(key, Arc::downgrade(&file));
     Ok(file)

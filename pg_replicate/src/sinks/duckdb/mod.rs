@@ -29,11 +29,14 @@ mod apply;
 mod config;
 mod encoder;
 mod file;
+mod locked_stream;
 mod migrate;
 mod plan;
+mod raw;
 pub mod schema;
 mod sink;
 mod state;
+mod streamed_copy;
 #[cfg(test)]
 mod tests;
 

@@ -15,6 +15,7 @@ use super::encoder::history_copy;
 use super::file::{open_writer, DuckDbReader, OpenFile};
 use super::migrate::{ensure_current, ensure_history};
 use super::schema::{check_names, history_name};
+use super::streamed_copy::StreamedCopy;
 use super::{append, blocking, commit, duck_error, in_transaction, rollback, state};
 use crate::sinks::Sink;
 use crate::types::change::{CdcBatch, CdcEvent, ResumptionState};
@@ -37,12 +38,16 @@ use crate::{Error, ErrorKind, Result};
 /// See the module documentation and `docs/duckdb.md`.
 pub struct DuckDbSink {
     config: DuckDbSinkConfig,
-    file: Arc<OpenFile>,
+    /// Declared before `file`, so closed before the file's instance.
     conn: Connection,
+    file: Arc<OpenFile>,
     /// The schema each DuckDB table has now, by table.
     tables: HashMap<TableId, Arc<TableSchema>>,
     /// The table whose copy transaction is open.
     copying: Option<TableId>,
+    /// That copy, when it streams into the current-state table (modes
+    /// without history); otherwise the copy runs on `conn`.
+    streamed: Option<StreamedCopy>,
     /// While a change transaction spanning several batches is open (see
     /// [`CdcBatch::continues`]): the table schemas from before it, restored
     /// when it is rolled back.
@@ -71,6 +76,7 @@ impl DuckDbSink {
                 conn,
                 tables: HashMap::new(),
                 copying: None,
+                streamed: None,
                 continuing: None,
                 last_lsn: None,
                 totals: ApplyStats::default(),
@@ -136,7 +142,10 @@ impl DuckDbSink {
     fn abandon_open(&mut self) {
         if let Some(table) = self.copying.take() {
             debug!(table = %table, "rolling back an unfinished copy");
-            rollback(&self.conn);
+            match self.streamed.take() {
+                Some(copy) => copy.rollback(),
+                None => rollback(&self.conn),
+            }
         }
         if let Some(before) = self.continuing.take() {
             debug!("rolling back an unfinished change transaction");
@@ -252,6 +261,15 @@ impl Sink for DuckDbSink {
         blocking(|| {
             self.abandon_open();
             let known = self.known(table)?.clone();
+            if !self.config.mode.history() {
+                let database: String = self
+                    .conn
+                    .query_row("SELECT current_database()", [], |row| row.get(0))
+                    .map_err(|e| duck_error("read the name of the DuckDB file's database", e))?;
+                self.streamed = Some(StreamedCopy::begin(&self.file, &database, table.clone())?);
+                self.copying = Some(table.id);
+                return Ok(());
+            }
             self.conn
                 .execute_batch("BEGIN TRANSACTION")
                 .map_err(|e| duck_error(format!("begin the copy of {}", table.name), e))?;
@@ -302,6 +320,9 @@ impl Sink for DuckDbSink {
                         ),
                     ));
                 }
+                if let Some(copy) = self.streamed.as_mut() {
+                    return copy.write(rows);
+                }
                 let columns: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
                 if self.config.mode.history() {
                     let history = history_copy(table, &rows)?;
@@ -335,6 +356,12 @@ impl Sink for DuckDbSink {
             ));
         }
         blocking(|| {
+            if let Some(copy) = self.streamed.take() {
+                self.copying = None;
+                copy.commit(snapshot_lsn)?;
+                info!(table = %table.name, %snapshot_lsn, "copy committed to DuckDB");
+                return Ok(());
+            }
             let finished = (|| {
                 state::mark_copied(&self.conn, table, snapshot_lsn)?;
                 if self.config.mode.history() {

@@ -17,6 +17,7 @@ use super::config::{DuckDbMode, DuckDbSinkConfig};
 use super::schema::STATE_SCHEMA;
 use super::{duck_error, in_transaction};
 use crate::types::change::ResumptionState;
+use crate::types::table::quote_literal;
 use crate::types::{Lsn, TableId, TableSchema};
 use crate::{Error, ErrorKind, Result};
 
@@ -158,26 +159,32 @@ pub fn set_last_lsn(conn: &Connection, lsn: Lsn) -> Result<()> {
 
 /// Forgets that a table was copied (its copy starts again).
 pub fn unmark_copied(conn: &Connection, table: TableId) -> Result<()> {
-    conn.execute(
-        &format!("DELETE FROM {STATE_SCHEMA}.copied_tables WHERE table_oid = ?"),
-        params![table.0],
-    )
-    .map_err(|e| duck_error("update _pg_replicate.copied_tables", e))?;
-    Ok(())
+    conn.execute_batch(&unmark_copied_sql(table))
+        .map_err(|e| duck_error("update _pg_replicate.copied_tables", e))
 }
 
 /// Records that a table's copy is complete as of `snapshot_lsn`.
 pub fn mark_copied(conn: &Connection, table: &TableSchema, snapshot_lsn: Lsn) -> Result<()> {
-    unmark_copied(conn, table.id)?;
-    conn.execute(
-        &format!("INSERT INTO {STATE_SCHEMA}.copied_tables VALUES (?, ?, ?, ?, now())"),
-        params![
-            table.id.0,
-            table.name.schema,
-            table.name.name,
-            snapshot_lsn.0
-        ],
+    conn.execute_batch(&mark_copied_sql(table, snapshot_lsn))
+        .map_err(|e| duck_error("record the copy in _pg_replicate.copied_tables", e))
+}
+
+/// The statement of [`unmark_copied`].
+pub(crate) fn unmark_copied_sql(table: TableId) -> String {
+    format!(
+        "DELETE FROM {STATE_SCHEMA}.copied_tables WHERE table_oid = {};",
+        table.0
     )
-    .map_err(|e| duck_error("record the copy in _pg_replicate.copied_tables", e))?;
-    Ok(())
+}
+
+/// The statements of [`mark_copied`].
+pub(crate) fn mark_copied_sql(table: &TableSchema, snapshot_lsn: Lsn) -> String {
+    format!(
+        "{} INSERT INTO {STATE_SCHEMA}.copied_tables VALUES ({}, {}, {}, {}, now());",
+        unmark_copied_sql(table.id),
+        table.id.0,
+        quote_literal(&table.name.schema),
+        quote_literal(&table.name.name),
+        snapshot_lsn.0
+    )
 }

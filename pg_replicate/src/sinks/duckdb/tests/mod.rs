@@ -15,6 +15,7 @@ use arrow::buffer::NullBuffer;
 use arrow::datatypes::DataType;
 
 mod continuing;
+mod streamed_copy;
 
 use super::*;
 use crate::sinks::Sink;

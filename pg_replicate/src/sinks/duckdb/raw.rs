@@ -1,0 +1,157 @@
+//! DuckDB's C API where duckdb-rs has no counterpart: the database handle
+//! itself, and connections that can register an Arrow stream as a view
+//! (`duckdb_arrow_scan`), which the streamed table copy needs.
+//!
+//! Every `unsafe` block here calls the C API with handles this module
+//! created and still owns; each type frees what it holds exactly once.
+
+use std::ffi::{CStr, CString};
+use std::path::Path;
+use std::ptr;
+
+use arrow::ffi_stream::FFI_ArrowArrayStream;
+use duckdb::ffi;
+
+/// A DuckDB message (the C API reports errors as text).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct DuckDbMessage(pub(crate) String);
+
+/// An open database, closed on drop. Connections made from it keep the
+/// database instance alive on their own (DuckDB counts references), so
+/// dropping this first is safe; it must outlive every
+/// [`duckdb::Connection`] made with [`open_connection`](Self::open_connection)
+/// that is cloned later, which [`OpenFile`](super::file::OpenFile) ensures.
+pub(crate) struct RawDatabase(ffi::duckdb_database);
+
+// SAFETY: a DuckDB database handle may be used from any thread.
+unsafe impl Send for RawDatabase {}
+// SAFETY: the C API's database functions are thread-safe.
+unsafe impl Sync for RawDatabase {}
+
+impl RawDatabase {
+    /// Opens (or creates) the database file at `path`.
+    pub(crate) fn open(path: &Path) -> Result<Self, duckdb::Error> {
+        use std::os::unix::ffi::OsStrExt;
+        let c_path = CString::new(path.as_os_str().as_bytes()).map_err(duckdb::Error::NulError)?;
+        let mut database: ffi::duckdb_database = ptr::null_mut();
+        let mut message: *mut std::os::raw::c_char = ptr::null_mut();
+        // SAFETY: valid C string, out-pointers to locals; no config (NULL).
+        let state = unsafe {
+            ffi::duckdb_open_ext(
+                c_path.as_ptr(),
+                &mut database,
+                ptr::null_mut(),
+                &mut message,
+            )
+        };
+        if state == ffi::DuckDBSuccess {
+            return Ok(Self(database));
+        }
+        let text = if message.is_null() {
+            None
+        } else {
+            // SAFETY: DuckDB set a NUL-terminated message we must free.
+            let text = unsafe { CStr::from_ptr(message) }
+                .to_string_lossy()
+                .into_owned();
+            unsafe { ffi::duckdb_free(message.cast()) };
+            Some(text)
+        };
+        Err(duckdb::Error::DuckDBFailure(ffi::Error::new(state), text))
+    }
+
+    /// A duckdb-rs connection to this database.
+    pub(crate) fn open_connection(&self) -> Result<duckdb::Connection, duckdb::Error> {
+        // SAFETY: the handle is open; duckdb-rs does not close it (it only
+        // connects to it, now and in `try_clone`).
+        unsafe { duckdb::Connection::open_from_raw(self.0) }
+    }
+
+    /// A connection of the C API to this database.
+    pub(crate) fn connect(&self) -> Result<RawConnection, DuckDbMessage> {
+        let mut connection: ffi::duckdb_connection = ptr::null_mut();
+        // SAFETY: the handle is open; the out-pointer is a local.
+        let state = unsafe { ffi::duckdb_connect(self.0, &mut connection) };
+        if state == ffi::DuckDBSuccess {
+            Ok(RawConnection(connection))
+        } else {
+            Err(DuckDbMessage("cannot connect to the database".to_owned()))
+        }
+    }
+}
+
+impl Drop for RawDatabase {
+    fn drop(&mut self) {
+        // SAFETY: opened by `open`, closed only here.
+        unsafe { ffi::duckdb_close(&mut self.0) };
+    }
+}
+
+/// A connection of the C API, disconnected on drop (which rolls back a
+/// transaction left open).
+pub(crate) struct RawConnection(ffi::duckdb_connection);
+
+// SAFETY: a connection may move between threads; it is used by one at a
+// time (`&mut self`).
+unsafe impl Send for RawConnection {}
+
+impl RawConnection {
+    /// Runs `sql` (one or more statements), discarding any result.
+    pub(crate) fn execute(&mut self, sql: &str) -> Result<(), DuckDbMessage> {
+        let sql = CString::new(sql)
+            .map_err(|_| DuckDbMessage("the statement contains a NUL byte".to_owned()))?;
+        // SAFETY: zeroed is the documented initial state of a result.
+        let mut result: ffi::duckdb_result = unsafe { std::mem::zeroed() };
+        // SAFETY: open connection, valid C string, result freed below.
+        let state = unsafe { ffi::duckdb_query(self.0, sql.as_ptr(), &mut result) };
+        let outcome = if state == ffi::DuckDBSuccess {
+            Ok(())
+        } else {
+            // SAFETY: the error text lives until the result is destroyed.
+            let message = unsafe { ffi::duckdb_result_error(&mut result) };
+            Err(DuckDbMessage(if message.is_null() {
+                "unknown DuckDB error".to_owned()
+            } else {
+                unsafe { CStr::from_ptr(message) }
+                    .to_string_lossy()
+                    .into_owned()
+            }))
+        };
+        // SAFETY: filled by duckdb_query, destroyed once.
+        unsafe { ffi::duckdb_destroy_result(&mut result) };
+        outcome
+    }
+
+    /// Makes `stream` queryable on this connection as the temporary view
+    /// `name`.
+    ///
+    /// # Safety
+    ///
+    /// `stream` must stay alive and unmoved until the last query that reads
+    /// the view has finished; DuckDB does not release it.
+    pub(crate) unsafe fn register_stream(
+        &mut self,
+        name: &str,
+        stream: *mut FFI_ArrowArrayStream,
+    ) -> Result<(), DuckDbMessage> {
+        let name = CString::new(name)
+            .map_err(|_| DuckDbMessage("the view name contains a NUL byte".to_owned()))?;
+        // SAFETY: open connection, valid name; the caller keeps `stream`.
+        let state = unsafe { ffi::duckdb_arrow_scan(self.0, name.as_ptr(), stream.cast()) };
+        if state == ffi::DuckDBSuccess {
+            Ok(())
+        } else {
+            Err(DuckDbMessage(
+                "DuckDB refused the Arrow stream of the copy".to_owned(),
+            ))
+        }
+    }
+}
+
+impl Drop for RawConnection {
+    fn drop(&mut self) {
+        // SAFETY: connected by `RawDatabase::connect`, disconnected only here.
+        unsafe { ffi::duckdb_disconnect(&mut self.0) };
+    }
+}

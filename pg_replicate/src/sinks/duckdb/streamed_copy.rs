@@ -1,0 +1,300 @@
+//! A table copy streamed into DuckDB: the copy's batches feed an Arrow
+//! stream that one `INSERT … SELECT` reads, in the copy's own transaction
+//! on a connection of its own.
+//!
+//! DuckDB scans an Arrow stream with all its threads and converts Arrow in
+//! its own engine; the Arrow appender converts value by value and inserts
+//! on the calling thread (see `docs/benchmarks.md`). The transaction holds
+//! the emptying of the table, every row and the record of the finished
+//! copy, so a copy is stored whole or not at all, as with the appender.
+
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use arrow::ffi_stream::FFI_ArrowArrayStream;
+use arrow::record_batch::{RecordBatch, RecordBatchReader};
+
+use super::file::OpenFile;
+use super::locked_stream::locked_stream;
+use super::raw::{DuckDbMessage, RawConnection};
+use super::schema::column_list;
+use super::state;
+use crate::types::change::table_arrow_schema;
+use crate::types::table::quote_identifier;
+use crate::types::{Lsn, TableSchema};
+use crate::{Error, ErrorKind, Result};
+
+/// Batches queued between the pipeline and DuckDB's scan: enough to keep
+/// DuckDB's threads fed, few enough to bound memory.
+const QUEUED_BATCHES: usize = 2;
+
+/// The in-memory database holding the stream's view: `duckdb_arrow_scan`
+/// creates a view that is not temporary, and DuckDB cannot write one to a
+/// file's log.
+const STREAM_DATABASE: &str = "_pg_replicate_copy";
+
+/// The name of the stream's view in [`STREAM_DATABASE`].
+const STREAM_VIEW: &str = "_pg_replicate_copy_rows";
+
+/// What the `INSERT` thread hands back: the connection, with the copy's
+/// transaction still open, the stream its view refers to, and how the
+/// `INSERT` ended.
+type Inserted = (
+    RawConnection,
+    Option<Box<FFI_ArrowArrayStream>>,
+    std::result::Result<(), DuckDbMessage>,
+);
+
+/// An open streamed copy of one table.
+pub(crate) struct StreamedCopy {
+    /// The table copied (its DuckDB table has the same name and columns).
+    table: Arc<TableSchema>,
+    /// The schema every batch must have: the stream's.
+    schema: SchemaRef,
+    /// The connection while no `INSERT` runs on it.
+    conn: Option<RawConnection>,
+    /// The stream, until the `INSERT` takes it. Boxed: DuckDB keeps its
+    /// address from the registration on.
+    stream: Option<Box<FFI_ArrowArrayStream>>,
+    /// Feeds the stream.
+    rows: Option<SyncSender<RecordBatch>>,
+    /// The thread running the `INSERT`.
+    insert: Option<JoinHandle<Inserted>>,
+}
+
+impl StreamedCopy {
+    /// Registers the stream, opens the copy's transaction and empties the
+    /// table (and its record of a finished copy). `database` is the name
+    /// DuckDB gives the file (`current_database()`).
+    pub(crate) fn begin(file: &OpenFile, database: &str, table: Arc<TableSchema>) -> Result<Self> {
+        let schema = table_arrow_schema(&table);
+        let (sender, receiver) = sync_channel(QUEUED_BATCHES);
+        let reader = ChannelReader {
+            schema: schema.clone(),
+            receiver,
+        };
+        let mut stream = Box::new(locked_stream(Box::new(reader)));
+        let mut conn = file.raw_connect()?;
+        conn.execute(&format!(
+            "ATTACH IF NOT EXISTS ':memory:' AS {STREAM_DATABASE}; USE {STREAM_DATABASE};"
+        ))
+        .map_err(|e| {
+            failed(
+                &table,
+                "attach the in-memory database of the copy's stream",
+                e,
+            )
+        })?;
+        // SAFETY: the stream is boxed and kept until the connection is gone
+        // (it moves to the INSERT's thread and back).
+        unsafe { conn.register_stream(STREAM_VIEW, &mut *stream) }
+            .map_err(|e| failed(&table, "register the copy's stream", e))?;
+        // From here on, dropping the copy removes the view before the stream.
+        let mut copy = Self {
+            table,
+            schema,
+            conn: Some(conn),
+            stream: Some(stream),
+            rows: Some(sender),
+            insert: None,
+        };
+        let sql = format!(
+            "USE {}; BEGIN TRANSACTION; {} DELETE FROM {};",
+            quote_identifier(database),
+            state::unmark_copied_sql(copy.table.id),
+            copy.table.name.quoted()
+        );
+        if let Some(conn) = copy.conn.as_mut() {
+            conn.execute(&sql)
+                .map_err(|e| failed(&copy.table, "empty the table for its copy", e))?;
+        }
+        Ok(copy)
+    }
+
+    /// Hands `rows` to the copy; the first batch starts the `INSERT`.
+    /// Blocks while DuckDB is behind by [`QUEUED_BATCHES`].
+    pub(crate) fn write(&mut self, rows: RecordBatch) -> Result<()> {
+        // DuckDB reads each batch as the registered schema says.
+        if !Arc::ptr_eq(&rows.schema(), &self.schema) && !same_types(&rows.schema(), &self.schema) {
+            return Err(Error::new(
+                ErrorKind::Sink,
+                format!(
+                    "a copied batch of {} does not have the table's Arrow schema",
+                    self.table.name
+                ),
+            ));
+        }
+        if self.insert.is_none() {
+            self.start_insert()?;
+        }
+        let sent = self.rows.as_ref().map(|sender| sender.send(rows));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            // The INSERT ended early: its error says why.
+            _ => {
+                self.rows = None;
+                self.join_insert()?;
+                Err(Error::new(
+                    ErrorKind::Sink,
+                    format!(
+                        "DuckDB stopped reading the copy of {} before its end",
+                        self.table.name
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Ends the stream, records the copy as finished at `snapshot_lsn` and
+    /// commits.
+    pub(crate) fn commit(mut self, snapshot_lsn: Lsn) -> Result<()> {
+        self.rows = None;
+        self.join_insert()?;
+        let table = self.table.clone();
+        let conn = self.conn.as_mut().ok_or_else(|| lost(&table))?;
+        conn.execute(&format!(
+            "{} COMMIT;",
+            state::mark_copied_sql(&table, snapshot_lsn)
+        ))
+        .map_err(|e| failed(&table, "commit the copy", e))
+    }
+
+    /// Ends the stream and rolls the copy back.
+    pub(crate) fn rollback(self) {
+        drop(self);
+    }
+
+    fn start_insert(&mut self) -> Result<()> {
+        let table = self.table.clone();
+        let mut conn = self.conn.take().ok_or_else(|| lost(&table))?;
+        let stream = self.stream.take();
+        let columns: Vec<usize> = (0..table.columns.len()).collect();
+        let sql = format!(
+            "INSERT INTO {} ({}) SELECT * FROM {STREAM_DATABASE}.main.{STREAM_VIEW}",
+            table.name.quoted(),
+            column_list(&table, &columns)
+        );
+        let insert = std::thread::Builder::new()
+            .name("pg_replicate-duckdb-copy".to_owned())
+            .spawn(move || {
+                // Whatever happens, the stream comes back with the
+                // connection, so that it outlives the view reading it.
+                let result =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conn.execute(&sql)))
+                        .unwrap_or_else(|_| Err(DuckDbMessage("the INSERT panicked".to_owned())));
+                (conn, stream, result)
+            });
+        match insert {
+            Ok(insert) => {
+                self.insert = Some(insert);
+                Ok(())
+            }
+            Err(e) => Err(Error::with_source(
+                ErrorKind::Sink,
+                format!("cannot start the DuckDB copy of {}", table.name),
+                e,
+            )),
+        }
+    }
+
+    /// Waits for the `INSERT` to end (the stream must be closed) and takes
+    /// the connection and the stream back.
+    fn join_insert(&mut self) -> Result<()> {
+        let Some(insert) = self.insert.take() else {
+            return Ok(());
+        };
+        let Ok((conn, stream, result)) = insert.join() else {
+            return Err(lost(&self.table));
+        };
+        self.conn = Some(conn);
+        self.stream = stream;
+        result.map_err(|e| failed(&self.table, "insert the copied rows", e))
+    }
+}
+
+impl Drop for StreamedCopy {
+    /// Ends the stream (an unfinished `INSERT` then ends), rolls back what
+    /// was not committed, and removes the view before the stream it reads
+    /// is freed; if the view cannot be removed, the stream is leaked
+    /// rather than left dangling.
+    fn drop(&mut self) {
+        self.rows = None;
+        let _ = self.join_insert();
+        let removed = match self.conn.as_mut() {
+            Some(conn) => {
+                // Fails harmlessly after a commit.
+                let _ = conn.execute("ROLLBACK");
+                conn.execute(&format!(
+                    "DROP VIEW IF EXISTS {STREAM_DATABASE}.main.{STREAM_VIEW}; \
+                     DETACH DATABASE IF EXISTS {STREAM_DATABASE};"
+                ))
+                .is_ok()
+            }
+            None => false,
+        };
+        self.conn = None;
+        if let Some(stream) = self.stream.take() {
+            if !removed {
+                std::mem::forget(stream);
+            }
+        }
+    }
+}
+
+fn lost(table: &TableSchema) -> Error {
+    Error::new(
+        ErrorKind::Sink,
+        format!(
+            "the DuckDB copy of {} lost its connection after an earlier error (the copy was rolled back; a \
+             restart copies the table again)",
+            table.name
+        ),
+    )
+}
+
+/// Whether two schemas have the same fields in the same order (names,
+/// types, nullability).
+fn same_types(a: &SchemaRef, b: &SchemaRef) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields().iter().zip(b.fields()).all(|(x, y)| {
+            x.name() == y.name()
+                && x.data_type() == y.data_type()
+                && x.is_nullable() == y.is_nullable()
+        })
+}
+
+fn failed(table: &TableSchema, what: &str, error: DuckDbMessage) -> Error {
+    Error::with_source(
+        ErrorKind::Sink,
+        format!(
+            "DuckDB failed to {what} of {} (the copy was rolled back; a restart copies the table again)",
+            table.name
+        ),
+        error,
+    )
+}
+
+/// The copy's batches, as DuckDB's Arrow scan asks for them (from its own
+/// threads, one at a time).
+struct ChannelReader {
+    schema: SchemaRef,
+    receiver: Receiver<RecordBatch>,
+}
+
+impl Iterator for ChannelReader {
+    type Item = std::result::Result<RecordBatch, ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // The sender is dropped at the end of the copy: the stream ends.
+        self.receiver.recv().ok().map(Ok)
+    }
+}
+
+impl RecordBatchReader for ChannelReader {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}

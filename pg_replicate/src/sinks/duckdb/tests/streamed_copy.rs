@@ -1,0 +1,159 @@
+//! The backfill streamed into the current-state table: failures inside
+//! DuckDB's scan, batches of another shape and copies without rows leave
+//! the table and its copy record as they were, or as they should be.
+
+use super::*;
+
+fn batch(t: &TableSchema, ids: &[i32]) -> RecordBatch {
+    RecordBatch::try_new(
+        table_arrow_schema(t),
+        vec![
+            Arc::new(Int32Array::from(ids.to_vec())) as ArrayRef,
+            Arc::new(Int32Array::from(ids.to_vec())),
+            Arc::new(StringArray::from(vec![Some("x"); ids.len()])),
+        ],
+    )
+    .unwrap()
+}
+
+async fn copied(sink: &mut DuckDbSink, t: &TableSchema, ids: &[i32], lsn: u64) {
+    sink.begin_table_copy(&Arc::new(t.clone())).await.unwrap();
+    if !ids.is_empty() {
+        sink.write_table_rows(&Arc::new(t.clone()), batch(t, ids))
+            .await
+            .unwrap();
+    }
+    sink.end_table_copy(&Arc::new(t.clone()), Lsn(lsn))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_copy_that_duckdb_refuses_stores_nothing() {
+    let file = TempFile::new("streamed-refused");
+    let t = table(41, "refused", false);
+    let mut sink = DuckDbSink::open(DuckDbSinkConfig::new(&file.0)).unwrap();
+    sink.write_table_schemas(std::slice::from_ref(&t))
+        .await
+        .unwrap();
+    copied(&mut sink, &t, &[1, 2], 10).await;
+    let reader = sink.reader().unwrap();
+
+    // A duplicate key fails DuckDB's INSERT: the error comes out of the
+    // copy, and the earlier copy and its record stay.
+    sink.begin_table_copy(&t).await.unwrap();
+    sink.write_table_rows(&t, batch(&t, &[5, 5])).await.ok();
+    let error = sink
+        .end_table_copy(&t, Lsn(20))
+        .await
+        .expect_err("duplicate keys cannot be stored");
+    let text = format!("{error:#}");
+    assert!(
+        text.contains("insert the copied rows of public.refused") && text.contains("rolled back"),
+        "{text}"
+    );
+    assert_eq!(
+        rows(&reader, "SELECT id, v, t FROM public.refused").len(),
+        2
+    );
+    assert_eq!(
+        sink.resumption_state()
+            .await
+            .unwrap()
+            .copied_tables
+            .get(&t.id),
+        Some(&Lsn(10))
+    );
+
+    // The sink goes on: the next copy replaces the table.
+    copied(&mut sink, &t, &[7], 30).await;
+    assert_eq!(
+        rows(&reader, "SELECT id, v, t FROM public.refused"),
+        vec![(Some(7), Some(7), Some("x".into()))]
+    );
+}
+
+#[tokio::test]
+async fn a_batch_of_another_shape_is_refused_before_duckdb_reads_it() {
+    let file = TempFile::new("streamed-shape");
+    let t = table(42, "shape", false);
+    let mut sink = DuckDbSink::open(DuckDbSinkConfig::new(&file.0)).unwrap();
+    sink.write_table_schemas(std::slice::from_ref(&t))
+        .await
+        .unwrap();
+    copied(&mut sink, &t, &[1], 10).await;
+
+    // Same column count, other types: DuckDB would misread the buffers.
+    let other = RecordBatch::try_new(
+        Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("id", DataType::Int64, true),
+            arrow::datatypes::Field::new("v", DataType::Int32, true),
+            arrow::datatypes::Field::new("t", DataType::Utf8, true),
+        ])),
+        vec![
+            Arc::new(arrow::array::Int64Array::from(vec![2i64])) as ArrayRef,
+            Arc::new(Int32Array::from(vec![2])),
+            Arc::new(StringArray::from(vec!["y"])),
+        ],
+    )
+    .unwrap();
+    sink.begin_table_copy(&t).await.unwrap();
+    let error = sink
+        .write_table_rows(&t, other)
+        .await
+        .expect_err("another schema");
+    assert!(
+        error
+            .to_string()
+            .contains("does not have the table's Arrow schema"),
+        "{error}"
+    );
+    drop(sink);
+
+    let mut sink = DuckDbSink::open(DuckDbSinkConfig::new(&file.0)).unwrap();
+    let reader = sink.reader().unwrap();
+    assert_eq!(
+        rows(&reader, "SELECT id, v, t FROM public.shape"),
+        vec![(Some(1), Some(1), Some("x".into()))]
+    );
+    assert_eq!(
+        sink.resumption_state()
+            .await
+            .unwrap()
+            .copied_tables
+            .get(&t.id),
+        Some(&Lsn(10))
+    );
+}
+
+#[tokio::test]
+async fn a_copy_without_rows_empties_the_table_and_records_it() {
+    let file = TempFile::new("streamed-empty");
+    let t = table(43, "emptied", false);
+    let mut sink = DuckDbSink::open(DuckDbSinkConfig::new(&file.0)).unwrap();
+    sink.write_table_schemas(std::slice::from_ref(&t))
+        .await
+        .unwrap();
+    copied(&mut sink, &t, &[1, 2, 3], 10).await;
+    copied(&mut sink, &t, &[], 20).await;
+    let reader = sink.reader().unwrap();
+    assert!(rows(&reader, "SELECT id, v, t FROM public.emptied").is_empty());
+    assert_eq!(
+        sink.resumption_state()
+            .await
+            .unwrap()
+            .copied_tables
+            .get(&t.id),
+        Some(&Lsn(20))
+    );
+    // No helper database is left attached for readers to see.
+    let attached: i64 = reader
+        .connection()
+        .query_row(
+            "SELECT count(*) FROM duckdb_databases() WHERE database_name LIKE '_pg_replicate%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(attached, 0);
+}
