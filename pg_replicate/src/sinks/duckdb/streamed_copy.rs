@@ -12,7 +12,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::ffi_stream::FFI_ArrowArrayStream;
 use arrow::record_batch::{RecordBatch, RecordBatchReader};
@@ -24,6 +24,7 @@ use super::schema::column_list;
 use super::state;
 use crate::types::change::table_arrow_schema;
 use crate::types::table::quote_identifier;
+use crate::types::values::{EXTENSION_NAME_KEY, PG_TYPE_OID_KEY};
 use crate::types::{Lsn, TableSchema};
 use crate::{Error, ErrorKind, Result};
 
@@ -70,7 +71,7 @@ impl StreamedCopy {
     /// table (and its record of a finished copy). `database` is the name
     /// DuckDB gives the file (`current_database()`).
     pub(crate) fn begin(file: &OpenFile, database: &str, table: Arc<TableSchema>) -> Result<Self> {
-        let schema = table_arrow_schema(&table);
+        let schema = stream_schema(&table);
         let (sender, receiver) = sync_channel(QUEUED_BATCHES);
         let reader = ChannelReader {
             schema: schema.clone(),
@@ -118,7 +119,7 @@ impl StreamedCopy {
     /// Blocks while DuckDB is behind by [`QUEUED_BATCHES`].
     pub(crate) fn write(&mut self, rows: RecordBatch) -> Result<()> {
         // DuckDB reads each batch as the registered schema says.
-        if !Arc::ptr_eq(&rows.schema(), &self.schema) && !same_types(&rows.schema(), &self.schema) {
+        if !same_types(&rows.schema(), &self.schema) {
             return Err(Error::new(
                 ErrorKind::Sink,
                 format!(
@@ -253,6 +254,33 @@ fn lost(table: &TableSchema) -> Error {
             table.name
         ),
     )
+}
+
+/// The table's Arrow schema, json and jsonb columns marked as the
+/// `arrow.json` extension type: DuckDB then takes them as JSON as they
+/// are, where a cast from text would parse every value again (Postgres
+/// only sends valid JSON).
+fn stream_schema(table: &TableSchema) -> SchemaRef {
+    let schema = table_arrow_schema(table);
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let json = field.data_type() == &DataType::Utf8
+                && matches!(
+                    field.metadata().get(PG_TYPE_OID_KEY).map(String::as_str),
+                    Some("114" | "3802")
+                );
+            let mut field = field.as_ref().clone();
+            if json {
+                let mut metadata = field.metadata().clone();
+                metadata.insert(EXTENSION_NAME_KEY.to_owned(), "arrow.json".to_owned());
+                field = field.with_metadata(metadata);
+            }
+            field
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// Whether two schemas have the same fields in the same order (names,
