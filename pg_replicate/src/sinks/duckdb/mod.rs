@@ -3,8 +3,9 @@
 //!
 //! [`DuckDbSink`] creates a DuckDB table per Postgres table (DuckDB schema
 //! named after the Postgres schema, faithful types, the primary key kept;
-//! see [`schema`]), copies the backfill through DuckDB's Arrow appender,
-//! and applies every CDC batch in **one DuckDB transaction** that also
+//! see [`schema`]), streams the backfill of each table into one
+//! `INSERT … SELECT` over an Arrow stream (history tables: DuckDB's Arrow
+//! appender), and applies every CDC batch in **one DuckDB transaction** that also
 //! records the batch's end LSN. The tables copied and the last applied LSN
 //! live in the schema `_pg_replicate` of the same file ([`state`]), written
 //! in the same transactions as the data they describe: a process killed at
@@ -18,8 +19,11 @@
 //! `migrate` (creating and converting tables), `encoder` (Arrow batches
 //! for the appender), `plan` (ordering changes into set-based rounds),
 //! `apply` (the SQL of an apply), `state` (resumption state), `file`
-//! (opening the file, one writer per file), `sink` (the [`Sink`](crate::sinks::Sink)
-//! implementation). The user guide is `docs/duckdb.md`.
+//! (opening the file, one writer per file), `raw` (DuckDB's C API where
+//! duckdb-rs has no counterpart), `locked_stream` (an Arrow C stream safe
+//! from any thread), `streamed_copy` (the backfill as one streamed
+//! `INSERT`), `sink` (the [`Sink`](crate::sinks::Sink) implementation). The
+//! user guide is `docs/duckdb.md`.
 //!
 //! DuckDB calls block the calling thread: on a multi-threaded Tokio runtime
 //! they run in [`tokio::task::block_in_place`], elsewhere directly (the
