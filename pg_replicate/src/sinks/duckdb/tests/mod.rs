@@ -173,6 +173,19 @@ fn changes_event(table: &Arc<TableSchema>, changes: &[Change], lsn: u64) -> CdcE
     })
 }
 
+/// Copied rows of a [`table`]: `id` and `v` from `ids`, `t` = "x".
+fn copy_rows(t: &TableSchema, ids: &[i32]) -> RecordBatch {
+    RecordBatch::try_new(
+        table_arrow_schema(t),
+        vec![
+            Arc::new(Int32Array::from(ids.to_vec())) as ArrayRef,
+            Arc::new(Int32Array::from(ids.to_vec())),
+            Arc::new(StringArray::from(vec![Some("x"); ids.len()])),
+        ],
+    )
+    .unwrap()
+}
+
 fn rows(reader: &DuckDbReader, sql: &str) -> Vec<Row> {
     let mut statement = reader.connection().prepare(sql).unwrap();
     let rows = statement
@@ -406,17 +419,7 @@ async fn a_failed_batch_stores_nothing_and_a_replayed_batch_is_skipped() {
 async fn a_copy_is_one_transaction_with_its_mark() {
     let file = TempFile::new("copy");
     let t = table(13, "copied", false);
-    let rows_of = |ids: &[i32]| {
-        RecordBatch::try_new(
-            table_arrow_schema(&t),
-            vec![
-                Arc::new(Int32Array::from(ids.to_vec())) as ArrayRef,
-                Arc::new(Int32Array::from(ids.to_vec())),
-                Arc::new(StringArray::from(vec![Some("x"); ids.len()])),
-            ],
-        )
-        .unwrap()
-    };
+    let rows_of = |ids: &[i32]| copy_rows(&t, ids);
     {
         let mut sink = DuckDbSink::open(DuckDbSinkConfig::new(&file.0)).unwrap();
         sink.write_table_schemas(std::slice::from_ref(&t))

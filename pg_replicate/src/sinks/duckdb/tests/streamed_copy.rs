@@ -4,45 +4,36 @@
 
 use super::*;
 
-fn batch(t: &TableSchema, ids: &[i32]) -> RecordBatch {
-    RecordBatch::try_new(
-        table_arrow_schema(t),
-        vec![
-            Arc::new(Int32Array::from(ids.to_vec())) as ArrayRef,
-            Arc::new(Int32Array::from(ids.to_vec())),
-            Arc::new(StringArray::from(vec![Some("x"); ids.len()])),
-        ],
-    )
-    .unwrap()
-}
-
-async fn copied(sink: &mut DuckDbSink, t: &TableSchema, ids: &[i32], lsn: u64) {
-    sink.begin_table_copy(&Arc::new(t.clone())).await.unwrap();
-    if !ids.is_empty() {
-        sink.write_table_rows(&Arc::new(t.clone()), batch(t, ids))
-            .await
-            .unwrap();
-    }
-    sink.end_table_copy(&Arc::new(t.clone()), Lsn(lsn))
+/// A sink on `file` with `t`'s table, copied once with `ids` at LSN 10.
+async fn sink_with_copy(file: &TempFile, t: &Arc<TableSchema>, ids: &[i32]) -> DuckDbSink {
+    let mut sink = DuckDbSink::open(DuckDbSinkConfig::new(&file.0)).unwrap();
+    sink.write_table_schemas(std::slice::from_ref(t))
         .await
         .unwrap();
+    copied(&mut sink, t, ids, 10).await;
+    sink
+}
+
+/// One whole copy of `t` with `ids` (no batch when `ids` is empty).
+async fn copied(sink: &mut DuckDbSink, t: &Arc<TableSchema>, ids: &[i32], lsn: u64) {
+    sink.begin_table_copy(t).await.unwrap();
+    if !ids.is_empty() {
+        sink.write_table_rows(t, copy_rows(t, ids)).await.unwrap();
+    }
+    sink.end_table_copy(t, Lsn(lsn)).await.unwrap();
 }
 
 #[tokio::test]
 async fn a_copy_that_duckdb_refuses_stores_nothing() {
     let file = TempFile::new("streamed-refused");
     let t = table(41, "refused", false);
-    let mut sink = DuckDbSink::open(DuckDbSinkConfig::new(&file.0)).unwrap();
-    sink.write_table_schemas(std::slice::from_ref(&t))
-        .await
-        .unwrap();
-    copied(&mut sink, &t, &[1, 2], 10).await;
+    let mut sink = sink_with_copy(&file, &t, &[1, 2]).await;
     let reader = sink.reader().unwrap();
 
     // A duplicate key fails DuckDB's INSERT: the error comes out of the
     // copy, and the earlier copy and its record stay.
     sink.begin_table_copy(&t).await.unwrap();
-    sink.write_table_rows(&t, batch(&t, &[5, 5])).await.ok();
+    sink.write_table_rows(&t, copy_rows(&t, &[5, 5])).await.ok();
     let error = sink
         .end_table_copy(&t, Lsn(20))
         .await
@@ -77,11 +68,7 @@ async fn a_copy_that_duckdb_refuses_stores_nothing() {
 async fn a_batch_of_another_shape_is_refused_before_duckdb_reads_it() {
     let file = TempFile::new("streamed-shape");
     let t = table(42, "shape", false);
-    let mut sink = DuckDbSink::open(DuckDbSinkConfig::new(&file.0)).unwrap();
-    sink.write_table_schemas(std::slice::from_ref(&t))
-        .await
-        .unwrap();
-    copied(&mut sink, &t, &[1], 10).await;
+    let mut sink = sink_with_copy(&file, &t, &[1]).await;
 
     // Same column count, other types: DuckDB would misread the buffers.
     let other = RecordBatch::try_new(
@@ -130,11 +117,7 @@ async fn a_batch_of_another_shape_is_refused_before_duckdb_reads_it() {
 async fn a_copy_without_rows_empties_the_table_and_records_it() {
     let file = TempFile::new("streamed-empty");
     let t = table(43, "emptied", false);
-    let mut sink = DuckDbSink::open(DuckDbSinkConfig::new(&file.0)).unwrap();
-    sink.write_table_schemas(std::slice::from_ref(&t))
-        .await
-        .unwrap();
-    copied(&mut sink, &t, &[1, 2, 3], 10).await;
+    let mut sink = sink_with_copy(&file, &t, &[1, 2, 3]).await;
     copied(&mut sink, &t, &[], 20).await;
     let reader = sink.reader().unwrap();
     assert!(rows(&reader, "SELECT id, v, t FROM public.emptied").is_empty());
