@@ -7,6 +7,7 @@
 //! ```text
 //! cargo bench -p pg_replicate_benches --bench duckdb_backfill     # 5,000,000 rows
 //! BENCH_ROWS=500000 cargo bench -p pg_replicate_benches --bench duckdb_backfill
+//! BENCH_DUCKDB_MEMORY_LIMIT=512MB cargo bench -p pg_replicate_benches --bench duckdb_backfill
 //! ```
 //!
 //! The Python environment is created on first use in
@@ -113,7 +114,7 @@ fn main() {
                 path: our_file.clone(),
                 mode: DuckDbMode::CurrentState,
                 identity: None,
-                memory_limit: None,
+                memory_limit: std::env::var("BENCH_DUCKDB_MEMORY_LIMIT").ok(),
             })
             .unwrap_or_else(|e| panic!("cannot open DuckDB: {e}"));
             let source =
