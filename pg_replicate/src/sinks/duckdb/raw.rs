@@ -32,8 +32,7 @@ unsafe impl Sync for RawDatabase {}
 impl RawDatabase {
     /// Opens (or creates) the database file at `path`.
     pub(crate) fn open(path: &Path) -> Result<Self, duckdb::Error> {
-        use std::os::unix::ffi::OsStrExt;
-        let c_path = CString::new(path.as_os_str().as_bytes()).map_err(duckdb::Error::NulError)?;
+        let c_path = c_path(path)?;
         let mut database: ffi::duckdb_database = ptr::null_mut();
         let mut message: *mut std::os::raw::c_char = ptr::null_mut();
         // SAFETY: valid C string, out-pointers to locals; no config (NULL).
@@ -79,6 +78,22 @@ impl RawDatabase {
             Err(DuckDbMessage("cannot connect to the database".to_owned()))
         }
     }
+}
+
+/// The path as DuckDB takes it: its bytes on Unix, UTF-8 elsewhere.
+fn c_path(path: &Path) -> Result<CString, duckdb::Error> {
+    #[cfg(unix)]
+    let bytes = {
+        use std::os::unix::ffi::OsStrExt;
+        path.as_os_str().as_bytes().to_vec()
+    };
+    #[cfg(not(unix))]
+    let bytes = path
+        .to_str()
+        .ok_or_else(|| duckdb::Error::InvalidPath(path.to_owned()))?
+        .as_bytes()
+        .to_vec();
+    CString::new(bytes).map_err(duckdb::Error::NulError)
 }
 
 impl Drop for RawDatabase {
