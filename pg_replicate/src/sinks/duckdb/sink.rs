@@ -260,7 +260,7 @@ impl Sink for DuckDbSink {
     async fn begin_table_copy(&mut self, table: &Arc<TableSchema>) -> Result<()> {
         blocking(|| {
             self.abandon_open();
-            let known = self.known(table)?.clone();
+            self.known(table)?;
             if !self.config.mode.history() {
                 let database: String = self
                     .conn
@@ -270,6 +270,7 @@ impl Sink for DuckDbSink {
                 self.copying = Some(table.id);
                 return Ok(());
             }
+            let known = self.known(table)?.clone();
             self.conn
                 .execute_batch("BEGIN TRANSACTION")
                 .map_err(|e| duck_error(format!("begin the copy of {}", table.name), e))?;

@@ -24,7 +24,7 @@ use super::schema::column_list;
 use super::state;
 use crate::types::change::table_arrow_schema;
 use crate::types::table::quote_identifier;
-use crate::types::values::{EXTENSION_NAME_KEY, PG_TYPE_OID_KEY};
+use crate::types::values::{oid, EXTENSION_NAME_KEY, PG_TYPE_OID_KEY};
 use crate::types::{Lsn, TableSchema};
 use crate::{Error, ErrorKind, Result};
 
@@ -268,8 +268,11 @@ fn stream_schema(table: &TableSchema) -> SchemaRef {
         .map(|field| {
             let json = field.data_type() == &DataType::Utf8
                 && matches!(
-                    field.metadata().get(PG_TYPE_OID_KEY).map(String::as_str),
-                    Some("114" | "3802")
+                    field
+                        .metadata()
+                        .get(PG_TYPE_OID_KEY)
+                        .and_then(|o| o.parse().ok()),
+                    Some(oid::JSON | oid::JSONB)
                 );
             let mut field = field.as_ref().clone();
             if json {

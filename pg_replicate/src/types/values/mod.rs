@@ -29,6 +29,7 @@ mod text;
 
 pub use builder::ColumnBuilder;
 pub use error::{Format, ValueError};
+pub(crate) use mapping::oid;
 pub use mapping::{
     arrow_field, copy_select_expr, EXTENSION_NAME_KEY, PG_TYPE_KEY, PG_TYPE_OID_KEY,
     UUID_EXTENSION_NAME,

@@ -14,6 +14,12 @@ async fn sink_with_copy(file: &TempFile, t: &Arc<TableSchema>, ids: &[i32]) -> D
     sink
 }
 
+/// The snapshot LSN the sink records for `t`'s finished copy.
+async fn copied_at(sink: &mut DuckDbSink, t: &TableSchema) -> Option<Lsn> {
+    let state = sink.resumption_state().await.unwrap();
+    state.copied_tables.get(&t.id).copied()
+}
+
 /// One whole copy of `t` with `ids` (no batch when `ids` is empty).
 async fn copied(sink: &mut DuckDbSink, t: &Arc<TableSchema>, ids: &[i32], lsn: u64) {
     sink.begin_table_copy(t).await.unwrap();
@@ -47,14 +53,7 @@ async fn a_copy_that_duckdb_refuses_stores_nothing() {
         rows(&reader, "SELECT id, v, t FROM public.refused").len(),
         2
     );
-    assert_eq!(
-        sink.resumption_state()
-            .await
-            .unwrap()
-            .copied_tables
-            .get(&t.id),
-        Some(&Lsn(10))
-    );
+    assert_eq!(copied_at(&mut sink, &t).await, Some(Lsn(10)));
 
     // The sink goes on: the next copy replaces the table.
     copied(&mut sink, &t, &[7], 30).await;
@@ -103,14 +102,7 @@ async fn a_batch_of_another_shape_is_refused_before_duckdb_reads_it() {
         rows(&reader, "SELECT id, v, t FROM public.shape"),
         vec![(Some(1), Some(1), Some("x".into()))]
     );
-    assert_eq!(
-        sink.resumption_state()
-            .await
-            .unwrap()
-            .copied_tables
-            .get(&t.id),
-        Some(&Lsn(10))
-    );
+    assert_eq!(copied_at(&mut sink, &t).await, Some(Lsn(10)));
 }
 
 #[tokio::test]
@@ -121,14 +113,7 @@ async fn a_copy_without_rows_empties_the_table_and_records_it() {
     copied(&mut sink, &t, &[], 20).await;
     let reader = sink.reader().unwrap();
     assert!(rows(&reader, "SELECT id, v, t FROM public.emptied").is_empty());
-    assert_eq!(
-        sink.resumption_state()
-            .await
-            .unwrap()
-            .copied_tables
-            .get(&t.id),
-        Some(&Lsn(20))
-    );
+    assert_eq!(copied_at(&mut sink, &t).await, Some(Lsn(20)));
     // No helper database is left attached for readers to see.
     let attached: i64 = reader
         .connection()
