@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use pg_replicate::pipeline::{DataPipeline, PipelineAction};
 use pg_replicate::postgres::throwaway::ThrowawayRole;
-use pg_replicate::sinks::duckdb::{DuckDbMode, DuckDbSink, DuckDbSinkConfig};
+use pg_replicate::sinks::duckdb::{
+    DuckDbMode, DuckDbSink, DuckDbSinkConfig, DEFAULT_STORAGE_VERSION,
+};
 use pg_replicate::sources::postgres::PostgresSource;
 use pg_replicate::types::TableName;
 use pg_replicate_benches::*;
@@ -115,6 +117,7 @@ fn main() {
                 mode: DuckDbMode::CurrentState,
                 identity: None,
                 memory_limit: std::env::var("BENCH_DUCKDB_MEMORY_LIMIT").ok(),
+                storage_version: DEFAULT_STORAGE_VERSION.to_owned(),
             })
             .unwrap_or_else(|e| panic!("cannot open DuckDB: {e}"));
             let source =

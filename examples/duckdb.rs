@@ -16,7 +16,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 use pg_replicate::pipeline::DataPipeline;
-use pg_replicate::sinks::duckdb::{DuckDbMode, DuckDbSink, DuckDbSinkConfig};
+use pg_replicate::sinks::duckdb::{
+    DuckDbMode, DuckDbSink, DuckDbSinkConfig, DEFAULT_STORAGE_VERSION,
+};
 use pg_replicate_examples::{init_logging, shutdown_on_signal, Command, DbArgs, ProgressSink};
 
 /// Replicate a Postgres database into a DuckDB file.
@@ -35,6 +37,10 @@ struct Cli {
     /// DuckDB's memory limit, for example 1GB (default: 80% of RAM).
     #[arg(long)]
     duckdb_memory_limit: Option<String>,
+    /// The oldest DuckDB release that must open a file created here, for
+    /// example v1.4.0 or latest.
+    #[arg(long, default_value = DEFAULT_STORAGE_VERSION)]
+    duckdb_storage_version: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -74,6 +80,7 @@ async fn run(cli: Cli) -> Result<(), pg_replicate::Error> {
         mode,
         identity,
         memory_limit: cli.duckdb_memory_limit,
+        storage_version: cli.duckdb_storage_version,
     })?;
     let report = DataPipeline::new(source, ProgressSink::new(sink), action)
         .with_cancellation(cancel)

@@ -18,7 +18,9 @@ use pg_replicate::pipeline::{DataPipeline, PipelineAction};
 use pg_replicate::postgres::client::connect_query_client;
 use pg_replicate::postgres::throwaway::{ThrowawayCluster, ThrowawayOptions, ThrowawayRole};
 use pg_replicate::postgres::PgConnectionConfig;
-use pg_replicate::sinks::duckdb::{DuckDbMode, DuckDbSink, DuckDbSinkConfig};
+use pg_replicate::sinks::duckdb::{
+    DuckDbMode, DuckDbSink, DuckDbSinkConfig, DEFAULT_STORAGE_VERSION,
+};
 use pg_replicate::sources::postgres::PostgresSource;
 use pg_replicate::{Error, ErrorKind};
 use pg_replicate_examples::{init_logging, shutdown_on_signal, ProgressSink};
@@ -129,6 +131,7 @@ async fn run() -> Result<bool, Error> {
         mode: DuckDbMode::CurrentState,
         identity: Some(format!("{PUBLICATION}/{SLOT}")),
         memory_limit: None,
+        storage_version: DEFAULT_STORAGE_VERSION.to_owned(),
     })?);
     let stored_changes = sink.changes_counter();
     let cancel = shutdown_on_signal();

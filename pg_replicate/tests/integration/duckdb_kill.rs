@@ -11,7 +11,9 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use pg_replicate::pipeline::{DataPipeline, PipelineAction};
-use pg_replicate::sinks::duckdb::{DuckDbMode, DuckDbSink, DuckDbSinkConfig};
+use pg_replicate::sinks::duckdb::{
+    DuckDbMode, DuckDbSink, DuckDbSinkConfig, DEFAULT_STORAGE_VERSION,
+};
 use pg_replicate::sinks::Sink;
 use pg_replicate::sources::postgres::PostgresSource;
 use pg_replicate::types::Lsn;
@@ -29,6 +31,7 @@ fn sink_config(file: &Path, identity: &str) -> DuckDbSinkConfig {
         mode: DuckDbMode::CurrentState,
         identity: Some(identity.to_owned()),
         memory_limit: None,
+        storage_version: DEFAULT_STORAGE_VERSION.to_owned(),
     }
 }
 

@@ -57,6 +57,11 @@ impl fmt::Display for DuckDbMode {
     }
 }
 
+/// The storage version of the files a sink creates unless told otherwise:
+/// every DuckDB release from 1.0 on opens them. (DuckDB's own default is
+/// its newest format, which older releases refuse to open.)
+pub const DEFAULT_STORAGE_VERSION: &str = "v1.0.0";
+
 /// Configuration of a [`DuckDbSink`](super::DuckDbSink).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DuckDbSinkConfig {
@@ -74,6 +79,11 @@ pub struct DuckDbSinkConfig {
     /// `"1GB"`; beyond it DuckDB spills to temporary files. `None` keeps
     /// DuckDB's default (80% of the machine's memory).
     pub memory_limit: Option<String>,
+    /// The oldest DuckDB release that must open a file this sink creates,
+    /// as DuckDB names it (`"v1.0.0"`, `"v1.4.0"`, `"latest"`; DuckDB's
+    /// `storage_compatibility_version`). An existing file keeps the version
+    /// it was created with. Default: [`DEFAULT_STORAGE_VERSION`].
+    pub storage_version: String,
 }
 
 impl DuckDbSinkConfig {
@@ -84,6 +94,7 @@ impl DuckDbSinkConfig {
             mode: DuckDbMode::default(),
             identity: None,
             memory_limit: None,
+            storage_version: DEFAULT_STORAGE_VERSION.to_owned(),
         }
     }
 
@@ -102,6 +113,13 @@ impl DuckDbSinkConfig {
     /// Sets DuckDB's memory limit, for example `"1GB"`.
     pub fn with_memory_limit(mut self, limit: impl Into<String>) -> Self {
         self.memory_limit = Some(limit.into());
+        self
+    }
+
+    /// Sets the storage version of a file the sink creates, for example
+    /// `"latest"`.
+    pub fn with_storage_version(mut self, version: impl Into<String>) -> Self {
+        self.storage_version = version.into();
         self
     }
 }

@@ -78,10 +78,14 @@ impl OpenFile {
     }
 }
 
-/// Opens `path` (creating it when missing) for a sink: the file's shared
-/// instance and a connection to it.
-pub(crate) fn open_writer(path: &Path) -> Result<(Arc<OpenFile>, Connection)> {
-    let file = open_shared(path)?;
+/// Opens `path` (creating it when missing, in the storage format of DuckDB
+/// release `storage_version`) for a sink: the file's shared instance and a
+/// connection to it.
+pub(crate) fn open_writer(
+    path: &Path,
+    storage_version: &str,
+) -> Result<(Arc<OpenFile>, Connection)> {
+    let file = open_shared(path, storage_version)?;
     if file.writer.swap(true, Ordering::SeqCst) {
         return Err(Error::new(
             ErrorKind::Sink,
@@ -101,7 +105,7 @@ pub(crate) fn open_writer(path: &Path) -> Result<(Arc<OpenFile>, Connection)> {
     }
 }
 
-fn open_shared(path: &Path) -> Result<Arc<OpenFile>> {
+fn open_shared(path: &Path, storage_version: &str) -> Result<Arc<OpenFile>> {
     let key = canonical(path)?;
     let mut files = OPEN_FILES.lock().unwrap_or_else(PoisonError::into_inner);
     files.retain(|_, file| file.strong_count() > 0);
@@ -117,7 +121,20 @@ fn open_shared(path: &Path) -> Result<Arc<OpenFile>> {
             ),
         ));
     }
-    let database = RawDatabase::open(&key).map_err(|e| open_error(&key, e))?;
+    let database = RawDatabase::open(&key, storage_version).map_err(|e| {
+        if e.to_string().contains("storage_compatibility_version") {
+            Error::with_source(
+                ErrorKind::Config,
+                format!(
+                    "DuckDB does not know storage version {storage_version:?}; give a DuckDB release such as \
+                     \"v1.0.0\" or \"latest\""
+                ),
+                e,
+            )
+        } else {
+            open_error(&key, e)
+        }
+    })?;
     let conn = database
         .open_connection()
         .map_err(|e| open_error(&key, e))?;
@@ -211,9 +228,13 @@ impl DuckDbReader {
     }
 
     /// Opens a reader on `path` without a sink (sharing the instance of a
-    /// sink of this process that has it open).
+    /// sink of this process that has it open). A missing file is created
+    /// in [`DEFAULT_STORAGE_VERSION`](super::DEFAULT_STORAGE_VERSION).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        Self::new(open_shared(path.as_ref())?)
+        Self::new(open_shared(
+            path.as_ref(),
+            super::config::DEFAULT_STORAGE_VERSION,
+        )?)
     }
 
     /// The DuckDB connection.

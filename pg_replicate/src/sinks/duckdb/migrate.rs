@@ -59,6 +59,23 @@ pub fn existing(conn: &Connection, name: &TableName) -> Result<Option<DuckTable>
     read().map_err(|e| duck_error(format!("read the columns of DuckDB table {name}"), e))
 }
 
+/// Whether the table of `name` may be dropped and created again for its
+/// copy without losing anything: it holds no rows, and has no index and no
+/// comment of its own (a user may have added them).
+pub fn replaceable(conn: &Connection, name: &TableName) -> Result<bool> {
+    let sql = format!(
+        "SELECT NOT EXISTS (SELECT 1 FROM {table}) \
+           AND NOT EXISTS (SELECT 1 FROM duckdb_indexes() WHERE {this}) \
+           AND NOT EXISTS (SELECT 1 FROM duckdb_tables() WHERE {this} AND comment IS NOT NULL) \
+           AND NOT EXISTS (SELECT 1 FROM duckdb_columns() WHERE {this} AND comment IS NOT NULL)",
+        table = name.quoted(),
+        this = "database_name = current_database() AND lower(schema_name) = lower($1) \
+                AND lower(table_name) = lower($2)",
+    );
+    conn.query_row(&sql, params![name.schema, name.name], |r| r.get(0))
+        .map_err(|e| duck_error(format!("inspect DuckDB table {name} before its copy"), e))
+}
+
 fn create_schema(conn: &Connection, name: &TableName) -> Result<()> {
     conn.execute_batch(&format!(
         "CREATE SCHEMA IF NOT EXISTS {}",
@@ -83,7 +100,7 @@ pub fn ensure_current(conn: &Connection, table: &TableSchema, copied: bool) -> R
         }
         Some(current) if current == wanted => Ok(()),
         Some(_) if !copied => {
-            info!(table = %table.name, "DuckDB table has other columns and is copied again: recreating it");
+            info!(table = %table.name, "DuckDB table has other columns or key and is copied again: recreating it");
             execute(
                 conn,
                 &format!("DROP TABLE {}", table.name.quoted()),

@@ -30,20 +30,17 @@ unsafe impl Send for RawDatabase {}
 unsafe impl Sync for RawDatabase {}
 
 impl RawDatabase {
-    /// Opens (or creates) the database file at `path`.
-    pub(crate) fn open(path: &Path) -> Result<Self, duckdb::Error> {
+    /// Opens (or creates) the database file at `path`; a file it creates
+    /// gets the storage format of DuckDB release `storage_version`.
+    pub(crate) fn open(path: &Path, storage_version: &str) -> Result<Self, duckdb::Error> {
         let c_path = c_path(path)?;
+        let config = OpenConfig::new()?;
+        config.set("storage_compatibility_version", storage_version)?;
         let mut database: ffi::duckdb_database = ptr::null_mut();
         let mut message: *mut std::os::raw::c_char = ptr::null_mut();
-        // SAFETY: valid C string, out-pointers to locals; no config (NULL).
-        let state = unsafe {
-            ffi::duckdb_open_ext(
-                c_path.as_ptr(),
-                &mut database,
-                ptr::null_mut(),
-                &mut message,
-            )
-        };
+        // SAFETY: valid C string and config, out-pointers to locals.
+        let state =
+            unsafe { ffi::duckdb_open_ext(c_path.as_ptr(), &mut database, config.0, &mut message) };
         if state == ffi::DuckDBSuccess {
             return Ok(Self(database));
         }
@@ -78,6 +75,48 @@ impl RawDatabase {
             Err(DuckDbMessage("cannot connect to the database".to_owned()))
         }
     }
+}
+
+/// Start-up options of a database, destroyed on drop.
+struct OpenConfig(ffi::duckdb_config);
+
+impl OpenConfig {
+    fn new() -> Result<Self, duckdb::Error> {
+        let mut config: ffi::duckdb_config = ptr::null_mut();
+        // SAFETY: out-pointer to a local; destroyed in Drop even on failure.
+        let state = unsafe { ffi::duckdb_create_config(&mut config) };
+        let config = Self(config);
+        if state == ffi::DuckDBSuccess {
+            Ok(config)
+        } else {
+            Err(failure(state, "DuckDB could not create a configuration"))
+        }
+    }
+
+    /// Sets option `name`; DuckDB checks the value here.
+    fn set(&self, name: &str, value: &str) -> Result<(), duckdb::Error> {
+        let invalid = || failure(ffi::DuckDBError, &format!("invalid {name} {value:?}"));
+        let c_name = CString::new(name).map_err(|_| invalid())?;
+        let c_value = CString::new(value).map_err(|_| invalid())?;
+        // SAFETY: live config, valid C strings (DuckDB copies them).
+        let state = unsafe { ffi::duckdb_set_config(self.0, c_name.as_ptr(), c_value.as_ptr()) };
+        if state == ffi::DuckDBSuccess {
+            Ok(())
+        } else {
+            Err(invalid())
+        }
+    }
+}
+
+impl Drop for OpenConfig {
+    fn drop(&mut self) {
+        // SAFETY: created by duckdb_create_config, destroyed only here.
+        unsafe { ffi::duckdb_destroy_config(&mut self.0) };
+    }
+}
+
+fn failure(state: ffi::duckdb_state, text: &str) -> duckdb::Error {
+    duckdb::Error::DuckDBFailure(ffi::Error::new(state), Some(text.to_owned()))
 }
 
 /// The path as DuckDB takes it: its bytes on Unix, UTF-8 elsewhere.

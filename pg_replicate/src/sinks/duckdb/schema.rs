@@ -106,6 +106,20 @@ pub fn history_name(name: &TableName) -> TableName {
 /// `CREATE TABLE` of the current-state table: the columns and the primary
 /// key on [`key_columns`].
 pub fn create_table_sql(table: &TableSchema) -> String {
+    let mut sql = create_table_without_key_sql(table);
+    let keys = key_columns(table);
+    if !keys.is_empty() {
+        sql.pop();
+        sql.push_str(", PRIMARY KEY (");
+        sql.push_str(&column_list(table, &keys));
+        sql.push_str("))");
+    }
+    sql
+}
+
+/// `CREATE TABLE` of the current-state table with its columns only; a
+/// copy into it adds the key afterwards with [`add_key_sql`].
+pub fn create_table_without_key_sql(table: &TableSchema) -> String {
     let mut sql = format!("CREATE TABLE {} (", table.name.quoted());
     for (i, column) in table.columns.iter().enumerate() {
         if i > 0 {
@@ -115,14 +129,21 @@ pub fn create_table_sql(table: &TableSchema) -> String {
         sql.push(' ');
         sql.push_str(&duckdb_type(column));
     }
-    let keys = key_columns(table);
-    if !keys.is_empty() {
-        sql.push_str(", PRIMARY KEY (");
-        sql.push_str(&column_list(table, &keys));
-        sql.push(')');
-    }
     sql.push(')');
     sql
+}
+
+/// `ALTER TABLE … ADD PRIMARY KEY` on [`key_columns`]; `None` for tables
+/// without key.
+pub fn add_key_sql(table: &TableSchema) -> Option<String> {
+    let keys = key_columns(table);
+    (!keys.is_empty()).then(|| {
+        format!(
+            "ALTER TABLE {} ADD PRIMARY KEY ({})",
+            table.name.quoted(),
+            column_list(table, &keys)
+        )
+    })
 }
 
 /// The metadata columns of history tables with their DuckDB types, after
@@ -324,6 +345,20 @@ mod tests {
         assert_eq!(
             create_table_sql(&t),
             r#"CREATE TABLE "public"."My ""T""" ("Id" INTEGER, "v" VARCHAR, PRIMARY KEY ("Id"))"#
+        );
+        assert_eq!(
+            create_table_without_key_sql(&t),
+            r#"CREATE TABLE "public"."My ""T""" ("Id" INTEGER, "v" VARCHAR)"#
+        );
+        assert_eq!(
+            add_key_sql(&t).as_deref(),
+            Some(r#"ALTER TABLE "public"."My ""T""" ADD PRIMARY KEY ("Id")"#)
+        );
+        let unkeyed = table("u", vec![column("v", 25, -1, "text")]);
+        assert_eq!(add_key_sql(&unkeyed), None);
+        assert_eq!(
+            create_table_sql(&unkeyed),
+            create_table_without_key_sql(&unkeyed)
         );
         assert!(create_history_sql(&t).starts_with(
             r#"CREATE TABLE "public"."My ""T""__history" ("Id" INTEGER, "v" VARCHAR, "_pgr_op" VARCHAR"#

@@ -13,9 +13,9 @@ use super::apply::{apply_changes, history_columns, truncate, ApplyStats};
 use super::config::DuckDbSinkConfig;
 use super::encoder::history_copy;
 use super::file::{open_writer, DuckDbReader, OpenFile};
-use super::migrate::{ensure_current, ensure_history};
-use super::schema::{check_names, history_name};
-use super::streamed_copy::StreamedCopy;
+use super::migrate::{ensure_current, ensure_history, replaceable};
+use super::schema::{check_names, history_name, key_columns};
+use super::streamed_copy::{CopyTarget, StreamedCopy};
 use super::{append, blocking, commit, duck_error, in_transaction, rollback, state};
 use crate::sinks::Sink;
 use crate::types::change::{CdcBatch, CdcEvent, ResumptionState};
@@ -30,7 +30,8 @@ use crate::{Error, ErrorKind, Result};
 /// - a table's copy runs in one DuckDB transaction, from
 ///   [`begin_table_copy`](Sink::begin_table_copy) (which empties the table)
 ///   to [`end_table_copy`](Sink::end_table_copy) (which records the table
-///   as copied with its snapshot LSN and commits);
+///   as copied with its snapshot LSN and commits); a first copy of a keyed
+///   table commits its rows first and adds the key with that record;
 /// - every [`write_cdc_batch`](Sink::write_cdc_batch) is one DuckDB
 ///   transaction applying all its events in order and recording its end LSN;
 ///   the returned LSN is committed.
@@ -69,7 +70,7 @@ impl DuckDbSink {
     /// ([`ErrorKind::Config`]).
     pub fn open(config: DuckDbSinkConfig) -> Result<Self> {
         blocking(|| {
-            let (file, conn) = open_writer(&config.path)?;
+            let (file, conn) = open_writer(&config.path, &config.storage_version)?;
             let sink = Self {
                 config,
                 file,
@@ -266,7 +267,18 @@ impl Sink for DuckDbSink {
                     .conn
                     .query_row("SELECT current_database()", [], |row| row.get(0))
                     .map_err(|e| duck_error("read the name of the DuckDB file's database", e))?;
-                self.streamed = Some(StreamedCopy::begin(&self.file, &database, table.clone())?);
+                let target =
+                    if !key_columns(table).is_empty() && replaceable(&self.conn, &table.name)? {
+                        CopyTarget::RecreateKeyAfter
+                    } else {
+                        CopyTarget::Refill
+                    };
+                self.streamed = Some(StreamedCopy::begin(
+                    &self.file,
+                    &database,
+                    table.clone(),
+                    target,
+                )?);
                 self.copying = Some(table.id);
                 return Ok(());
             }

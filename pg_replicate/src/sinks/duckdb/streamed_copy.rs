@@ -7,6 +7,15 @@
 //! on the calling thread (see `docs/benchmarks.md`). The transaction holds
 //! the emptying of the table, every row and the record of the finished
 //! copy, so a copy is stored whole or not at all, as with the appender.
+//!
+//! A table that may be replaced (empty, nothing of the user's on it, see
+//! [`replaceable`](super::migrate::replaceable)) is instead created again
+//! without its primary key and filled, and the key is added in a second
+//! transaction that also records the copy. DuckDB then builds the key's
+//! index once, in parallel, from the stored rows; filling a keyed table
+//! builds it row by row twice (for the insert, then at commit). Until the
+//! second transaction commits, the table is not recorded as copied, so a
+//! restart copies it again.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -20,7 +29,7 @@ use arrow::record_batch::{RecordBatch, RecordBatchReader};
 use super::file::OpenFile;
 use super::locked_stream::locked_stream;
 use super::raw::{DuckDbMessage, RawConnection};
-use super::schema::column_list;
+use super::schema::{add_key_sql, column_list, create_table_without_key_sql};
 use super::state;
 use crate::types::change::table_arrow_schema;
 use crate::types::table::quote_identifier;
@@ -49,10 +58,22 @@ type Inserted = (
     std::result::Result<(), DuckDbMessage>,
 );
 
+/// What a copy does with the table's DuckDB table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CopyTarget {
+    /// Emptied and filled in one transaction, its key index maintained.
+    Refill,
+    /// Created again without its key, filled and committed; the key is
+    /// added with the record of the copy (see the module documentation).
+    RecreateKeyAfter,
+}
+
 /// An open streamed copy of one table.
 pub(crate) struct StreamedCopy {
     /// The table copied (its DuckDB table has the same name and columns).
     table: Arc<TableSchema>,
+    /// How the table is filled.
+    target: CopyTarget,
     /// The schema every batch must have: the stream's.
     schema: SchemaRef,
     /// The connection while no `INSERT` runs on it.
@@ -68,9 +89,15 @@ pub(crate) struct StreamedCopy {
 
 impl StreamedCopy {
     /// Registers the stream, opens the copy's transaction and empties the
-    /// table (and its record of a finished copy). `database` is the name
-    /// DuckDB gives the file (`current_database()`).
-    pub(crate) fn begin(file: &OpenFile, database: &str, table: Arc<TableSchema>) -> Result<Self> {
+    /// table (and its record of a finished copy), or creates it again
+    /// without its key. `database` is the name DuckDB gives the file
+    /// (`current_database()`).
+    pub(crate) fn begin(
+        file: &OpenFile,
+        database: &str,
+        table: Arc<TableSchema>,
+        target: CopyTarget,
+    ) -> Result<Self> {
         let schema = stream_schema(&table);
         let (sender, receiver) = sync_channel(QUEUED_BATCHES);
         let reader = ChannelReader {
@@ -96,17 +123,25 @@ impl StreamedCopy {
         // From here on, dropping the copy removes the view before the stream.
         let mut copy = Self {
             table,
+            target,
             schema,
             conn: Some(conn),
             stream: Some(stream),
             rows: Some(sender),
             insert: None,
         };
+        let name = copy.table.name.quoted();
+        let empty = match target {
+            CopyTarget::Refill => format!("DELETE FROM {name};"),
+            CopyTarget::RecreateKeyAfter => format!(
+                "DROP TABLE {name}; {};",
+                create_table_without_key_sql(&copy.table)
+            ),
+        };
         let sql = format!(
-            "USE {}; BEGIN TRANSACTION; {} DELETE FROM {};",
+            "USE {}; BEGIN TRANSACTION; {} {empty}",
             quote_identifier(database),
             state::unmark_copied_sql(copy.table.id),
-            copy.table.name.quoted()
         );
         if let Some(conn) = copy.conn.as_mut() {
             conn.execute(&sql)
@@ -150,17 +185,37 @@ impl StreamedCopy {
     }
 
     /// Ends the stream, records the copy as finished at `snapshot_lsn` and
-    /// commits.
+    /// commits (with [`CopyTarget::RecreateKeyAfter`]: commits the rows,
+    /// then adds the key and records the copy in a second transaction).
     pub(crate) fn commit(mut self, snapshot_lsn: Lsn) -> Result<()> {
         self.rows = None;
         self.join_insert()?;
         let table = self.table.clone();
         let conn = self.conn.as_mut().ok_or_else(|| lost(&table))?;
-        conn.execute(&format!(
-            "{} COMMIT;",
-            state::mark_copied_sql(&table, snapshot_lsn)
-        ))
-        .map_err(|e| failed(&table, "commit the copy", e))
+        let record = state::mark_copied_sql(&table, snapshot_lsn);
+        let add_key = match self.target {
+            CopyTarget::Refill => None,
+            CopyTarget::RecreateKeyAfter => add_key_sql(&table),
+        };
+        let Some(add_key) = add_key else {
+            return conn
+                .execute(&format!("{record} COMMIT;"))
+                .map_err(|e| failed(&table, "commit the copy", e));
+        };
+        conn.execute("COMMIT")
+            .map_err(|e| failed(&table, "commit the copied rows", e))?;
+        conn.execute(&format!("BEGIN TRANSACTION; {add_key}; {record} COMMIT;"))
+            .map_err(|e| {
+                Error::with_source(
+                    ErrorKind::Sink,
+                    format!(
+                        "DuckDB failed to add the primary key of {} after its copy (the rows are stored but \
+                         the table is not recorded as copied; a restart copies it again)",
+                        table.name
+                    ),
+                    e,
+                )
+            })
     }
 
     /// Ends the stream and rolls the copy back.

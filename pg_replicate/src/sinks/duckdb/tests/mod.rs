@@ -15,6 +15,7 @@ use arrow::buffer::NullBuffer;
 use arrow::datatypes::DataType;
 
 mod continuing;
+mod storage_version;
 mod streamed_copy;
 
 use super::*;

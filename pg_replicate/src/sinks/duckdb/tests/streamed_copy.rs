@@ -125,3 +125,117 @@ async fn a_copy_without_rows_empties_the_table_and_records_it() {
         .unwrap();
     assert_eq!(attached, 0);
 }
+
+/// The primary key columns DuckDB reports for `public.<name>`.
+fn key_of(reader: &DuckDbReader, name: &str) -> Vec<String> {
+    reader
+        .connection()
+        .prepare(
+            "SELECT unnest(constraint_column_names) FROM duckdb_constraints() \
+             WHERE constraint_type = 'PRIMARY KEY' AND schema_name = 'public' AND table_name = ?",
+        )
+        .unwrap()
+        .query_map([name], |r| r.get(0))
+        .unwrap()
+        .collect::<duckdb::Result<_>>()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_first_copy_adds_the_key_after_its_rows() {
+    let file = TempFile::new("streamed-key-after");
+    let t = table(44, "key_after", false);
+    let mut sink = sink_with_copy(&file, &t, &[3, 1, 2]).await;
+    let reader = sink.reader().unwrap();
+    assert_eq!(key_of(&reader, "key_after"), vec!["id".to_owned()]);
+    assert_eq!(
+        rows(&reader, "SELECT id, v, t FROM public.key_after ORDER BY id"),
+        [1, 2, 3].map(|i| (Some(i), Some(i), Some("x".to_owned())))
+    );
+    assert_eq!(copied_at(&mut sink, &t).await, Some(Lsn(10)));
+    // The key is enforced after the copy.
+    let duplicate = reader
+        .connection()
+        .execute("INSERT INTO public.key_after VALUES (1, 9, 'y')", []);
+    assert!(duplicate.is_err(), "a duplicate key was stored");
+}
+
+#[tokio::test]
+async fn a_first_copy_whose_key_fails_is_not_recorded_and_is_copied_again() {
+    let file = TempFile::new("streamed-key-fails");
+    let t = table(45, "key_fails", false);
+    let mut sink = DuckDbSink::open(DuckDbSinkConfig::new(&file.0)).unwrap();
+    sink.write_table_schemas(std::slice::from_ref(&t))
+        .await
+        .unwrap();
+    // Rows DuckDB takes but its key refuses: the rows are committed
+    // before the key is added, so the key's transaction fails.
+    sink.begin_table_copy(&t).await.unwrap();
+    sink.write_table_rows(&t, copy_rows(&t, &[5, 5]))
+        .await
+        .unwrap();
+    let error = sink
+        .end_table_copy(&t, Lsn(20))
+        .await
+        .expect_err("duplicate keys cannot get a primary key");
+    let text = format!("{error:#}");
+    assert!(
+        text.contains("primary key of public.key_fails") && text.contains("not recorded as copied"),
+        "{text}"
+    );
+    assert_eq!(copied_at(&mut sink, &t).await, None);
+    drop(sink);
+
+    // As after a crash between the two transactions: the restart finds
+    // the rows without key, unrecorded, and copies the table again.
+    let mut sink = DuckDbSink::open(DuckDbSinkConfig::new(&file.0)).unwrap();
+    sink.write_table_schemas(std::slice::from_ref(&t))
+        .await
+        .unwrap();
+    copied(&mut sink, &t, &[1, 2], 30).await;
+    let reader = sink.reader().unwrap();
+    assert_eq!(
+        rows(&reader, "SELECT id, v, t FROM public.key_fails ORDER BY id"),
+        [1, 2].map(|i| (Some(i), Some(i), Some("x".to_owned())))
+    );
+    assert_eq!(key_of(&reader, "key_fails"), vec!["id".to_owned()]);
+    assert_eq!(copied_at(&mut sink, &t).await, Some(Lsn(30)));
+}
+
+#[tokio::test]
+async fn a_copy_keeps_the_index_and_comment_a_user_added() {
+    let file = TempFile::new("streamed-user-index");
+    let t = table(46, "user_index", false);
+    let mut sink = DuckDbSink::open(DuckDbSinkConfig::new(&file.0)).unwrap();
+    sink.write_table_schemas(std::slice::from_ref(&t))
+        .await
+        .unwrap();
+    let reader = sink.reader().unwrap();
+    reader
+        .connection()
+        .execute_batch(
+            "CREATE INDEX user_v ON public.user_index (v); \
+             COMMENT ON TABLE public.user_index IS 'mine';",
+        )
+        .unwrap();
+    copied(&mut sink, &t, &[1, 2], 10).await;
+    let kept: (i64, Option<String>) = reader
+        .connection()
+        .query_row(
+            "SELECT (SELECT count(*) FROM duckdb_indexes() WHERE index_name = 'user_v'), \
+                    (SELECT comment FROM duckdb_tables() WHERE table_name = 'user_index')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(kept, (1, Some("mine".to_owned())));
+    assert_eq!(key_of(&reader, "user_index"), vec!["id".to_owned()]);
+    assert_eq!(
+        rows(
+            &reader,
+            "SELECT id, v, t FROM public.user_index ORDER BY id"
+        )
+        .len(),
+        2
+    );
+}
