@@ -15,7 +15,7 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 
 use duckdb::Connection;
 
-use super::raw::{RawConnection, RawDatabase};
+use super::raw::{RawConnection, RawDatabase, STORAGE_VERSION_OPTION};
 use crate::{Error, ErrorKind, Result};
 
 /// An open DuckDB database file, shared within the process.
@@ -122,7 +122,7 @@ fn open_shared(path: &Path, storage_version: &str) -> Result<Arc<OpenFile>> {
         ));
     }
     let database = RawDatabase::open(&key, storage_version).map_err(|e| {
-        if e.to_string().contains("storage_compatibility_version") {
+        if e.to_string().contains(STORAGE_VERSION_OPTION) {
             Error::with_source(
                 ErrorKind::Config,
                 format!(

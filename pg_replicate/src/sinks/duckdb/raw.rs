@@ -12,6 +12,10 @@ use std::ptr;
 use arrow::ffi_stream::FFI_ArrowArrayStream;
 use duckdb::ffi;
 
+/// DuckDB's start-up option for the storage format of new files; a value
+/// DuckDB refuses gives an open error that names it.
+pub(crate) const STORAGE_VERSION_OPTION: &str = "storage_compatibility_version";
+
 /// A DuckDB message (the C API reports errors as text).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -35,7 +39,7 @@ impl RawDatabase {
     pub(crate) fn open(path: &Path, storage_version: &str) -> Result<Self, duckdb::Error> {
         let c_path = c_path(path)?;
         let config = OpenConfig::new()?;
-        config.set("storage_compatibility_version", storage_version)?;
+        config.set(STORAGE_VERSION_OPTION, storage_version)?;
         let mut database: ffi::duckdb_database = ptr::null_mut();
         let mut message: *mut std::os::raw::c_char = ptr::null_mut();
         // SAFETY: valid C string and config, out-pointers to locals.

@@ -106,20 +106,16 @@ pub fn history_name(name: &TableName) -> TableName {
 /// `CREATE TABLE` of the current-state table: the columns and the primary
 /// key on [`key_columns`].
 pub fn create_table_sql(table: &TableSchema) -> String {
-    let mut sql = create_table_without_key_sql(table);
-    let keys = key_columns(table);
-    if !keys.is_empty() {
-        sql.pop();
-        sql.push_str(", PRIMARY KEY (");
-        sql.push_str(&column_list(table, &keys));
-        sql.push_str("))");
-    }
-    sql
+    create_sql(table, true)
 }
 
 /// `CREATE TABLE` of the current-state table with its columns only; a
 /// copy into it adds the key afterwards with [`add_key_sql`].
 pub fn create_table_without_key_sql(table: &TableSchema) -> String {
+    create_sql(table, false)
+}
+
+fn create_sql(table: &TableSchema, with_key: bool) -> String {
     let mut sql = format!("CREATE TABLE {} (", table.name.quoted());
     for (i, column) in table.columns.iter().enumerate() {
         if i > 0 {
@@ -128,6 +124,12 @@ pub fn create_table_without_key_sql(table: &TableSchema) -> String {
         sql.push_str(&quote_identifier(&column.name));
         sql.push(' ');
         sql.push_str(&duckdb_type(column));
+    }
+    let keys = key_columns(table);
+    if with_key && !keys.is_empty() {
+        sql.push_str(", PRIMARY KEY (");
+        sql.push_str(&column_list(table, &keys));
+        sql.push(')');
     }
     sql.push(')');
     sql

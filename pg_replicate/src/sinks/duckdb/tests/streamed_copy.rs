@@ -1,15 +1,23 @@
 //! The backfill streamed into the current-state table: failures inside
 //! DuckDB's scan, batches of another shape and copies without rows leave
-//! the table and its copy record as they were, or as they should be.
+//! the table and its copy record as they were, or as they should be; a
+//! first copy adds the key after its rows, a copy into a table the user
+//! added to keeps what they added.
 
 use super::*;
 
-/// A sink on `file` with `t`'s table, copied once with `ids` at LSN 10.
-async fn sink_with_copy(file: &TempFile, t: &Arc<TableSchema>, ids: &[i32]) -> DuckDbSink {
+/// A sink on `file` with `t`'s table created, not copied.
+async fn sink_with_table(file: &TempFile, t: &Arc<TableSchema>) -> DuckDbSink {
     let mut sink = DuckDbSink::open(DuckDbSinkConfig::new(&file.0)).unwrap();
     sink.write_table_schemas(std::slice::from_ref(t))
         .await
         .unwrap();
+    sink
+}
+
+/// A sink on `file` with `t`'s table, copied once with `ids` at LSN 10.
+async fn sink_with_copy(file: &TempFile, t: &Arc<TableSchema>, ids: &[i32]) -> DuckDbSink {
+    let mut sink = sink_with_table(file, t).await;
     copied(&mut sink, t, ids, 10).await;
     sink
 }
@@ -164,10 +172,7 @@ async fn a_first_copy_adds_the_key_after_its_rows() {
 async fn a_first_copy_whose_key_fails_is_not_recorded_and_is_copied_again() {
     let file = TempFile::new("streamed-key-fails");
     let t = table(45, "key_fails", false);
-    let mut sink = DuckDbSink::open(DuckDbSinkConfig::new(&file.0)).unwrap();
-    sink.write_table_schemas(std::slice::from_ref(&t))
-        .await
-        .unwrap();
+    let mut sink = sink_with_table(&file, &t).await;
     // Rows DuckDB takes but its key refuses: the rows are committed
     // before the key is added, so the key's transaction fails.
     sink.begin_table_copy(&t).await.unwrap();
@@ -188,10 +193,7 @@ async fn a_first_copy_whose_key_fails_is_not_recorded_and_is_copied_again() {
 
     // As after a crash between the two transactions: the restart finds
     // the rows without key, unrecorded, and copies the table again.
-    let mut sink = DuckDbSink::open(DuckDbSinkConfig::new(&file.0)).unwrap();
-    sink.write_table_schemas(std::slice::from_ref(&t))
-        .await
-        .unwrap();
+    let mut sink = sink_with_table(&file, &t).await;
     copied(&mut sink, &t, &[1, 2], 30).await;
     let reader = sink.reader().unwrap();
     assert_eq!(
@@ -206,10 +208,7 @@ async fn a_first_copy_whose_key_fails_is_not_recorded_and_is_copied_again() {
 async fn a_copy_keeps_the_index_and_comment_a_user_added() {
     let file = TempFile::new("streamed-user-index");
     let t = table(46, "user_index", false);
-    let mut sink = DuckDbSink::open(DuckDbSinkConfig::new(&file.0)).unwrap();
-    sink.write_table_schemas(std::slice::from_ref(&t))
-        .await
-        .unwrap();
+    let mut sink = sink_with_table(&file, &t).await;
     let reader = sink.reader().unwrap();
     reader
         .connection()
