@@ -189,6 +189,7 @@ fn open_error(path: &Path, error: duckdb::Error) -> Error {
             error,
         )
     } else if text.contains("Permission denied")
+        || text.contains("Operation not permitted")
         || text.contains("Read-only")
         || text.contains("read-only")
     {

@@ -17,6 +17,7 @@ use arrow::datatypes::DataType;
 mod continuing;
 mod storage_version;
 mod streamed_copy;
+mod unusable_file;
 
 use super::*;
 use crate::sinks::Sink;
