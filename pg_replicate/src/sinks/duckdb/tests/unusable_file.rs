@@ -5,7 +5,7 @@ use std::process::Command;
 
 use super::*;
 
-fn open_error(path: &Path) -> crate::Error {
+fn refusal(path: &Path) -> crate::Error {
     match DuckDbSink::open(DuckDbSinkConfig::new(path)) {
         Ok(_) => panic!("{} was opened", path.display()),
         Err(error) => error,
@@ -23,7 +23,7 @@ fn a_file_that_is_not_duckdb_is_refused_and_left_as_it_was() {
         .take(64 * 1024)
         .collect();
     std::fs::write(&file.0, &content).unwrap();
-    let error = open_error(&file.0);
+    let error = refusal(&file.0);
     assert_eq!(error.kind(), crate::ErrorKind::Config, "{error}");
     let message = error.to_string();
     assert!(
@@ -77,14 +77,11 @@ impl Drop for Unwritable<'_> {
 #[test]
 fn a_file_that_is_not_writable_is_refused_and_left_as_it_was() {
     let file = TempFile::new("unwritable");
-    {
-        let sink = DuckDbSink::open(DuckDbSinkConfig::new(&file.0)).unwrap();
-        drop(sink);
-    }
+    drop(DuckDbSink::open(DuckDbSinkConfig::new(&file.0)).unwrap());
     let content = std::fs::read(&file.0).unwrap();
     let error = {
         let _unwritable = Unwritable::new(&file.0);
-        open_error(&file.0)
+        refusal(&file.0)
     };
     assert_eq!(error.kind(), crate::ErrorKind::Config, "{error}");
     let message = error.to_string();
@@ -104,12 +101,12 @@ fn a_file_that_is_not_writable_is_refused_and_left_as_it_was() {
 fn a_directory_or_a_missing_directory_is_refused() {
     let file = TempFile::new("paths");
     let dir = file.0.parent().unwrap().to_path_buf();
-    let error = open_error(&dir);
+    let error = refusal(&dir);
     assert_eq!(error.kind(), crate::ErrorKind::Config, "{error}");
     assert!(error.to_string().contains("is a directory"), "{error}");
 
     let missing = dir.join("no-such-directory").join("x.duckdb");
-    let error = open_error(&missing);
+    let error = refusal(&missing);
     assert_eq!(error.kind(), crate::ErrorKind::Config, "{error}");
     assert!(error.to_string().contains("not accessible"), "{error}");
     assert!(
