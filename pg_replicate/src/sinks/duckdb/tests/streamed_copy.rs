@@ -149,6 +149,24 @@ fn key_of(reader: &DuckDbReader, name: &str) -> Vec<String> {
         .unwrap()
 }
 
+/// The settings the key's commit changes while it runs, as `reader`'s
+/// database has them and as a fresh database has them.
+fn checkpoint_settings(reader: &DuckDbReader) -> (Vec<String>, Vec<String>) {
+    let sql = "SELECT current_setting('checkpoint_threshold')::VARCHAR, \
+               current_setting('auto_checkpoint_skip_wal_threshold')::VARCHAR";
+    let read = |conn: &duckdb::Connection| -> Vec<String> {
+        conn.query_row(sql, [], |r| Ok(vec![r.get(0)?, r.get(1)?]))
+            .unwrap()
+    };
+    let fresh = duckdb::Connection::open_in_memory().unwrap();
+    (read(reader.connection()), read(&fresh))
+}
+
+/// Bytes in the file's WAL (none when DuckDB removed it).
+fn wal_bytes(file: &TempFile) -> u64 {
+    std::fs::metadata(file.0.with_extension("duckdb.wal")).map_or(0, |m| m.len())
+}
+
 #[tokio::test]
 async fn a_first_copy_adds_the_key_after_its_rows() {
     let file = TempFile::new("streamed-key-after");
@@ -166,6 +184,11 @@ async fn a_first_copy_adds_the_key_after_its_rows() {
         .connection()
         .execute("INSERT INTO public.key_after VALUES (1, 9, 'y')", []);
     assert!(duplicate.is_err(), "a duplicate key was stored");
+    // The key's commit checkpointed the file (its index is not written
+    // twice, through the WAL first) and put DuckDB's settings back.
+    assert_eq!(wal_bytes(&file), 0, "the key's commit went through the WAL");
+    let (settings, defaults) = checkpoint_settings(&reader);
+    assert_eq!(settings, defaults);
 }
 
 #[tokio::test]
@@ -189,6 +212,11 @@ async fn a_first_copy_whose_key_fails_is_not_recorded_and_is_copied_again() {
         "{text}"
     );
     assert_eq!(copied_at(&mut sink, &t).await, None);
+    let (settings, defaults) = checkpoint_settings(&sink.reader().unwrap());
+    assert_eq!(
+        settings, defaults,
+        "a failed key left DuckDB's checkpoint settings changed"
+    );
     drop(sink);
 
     // As after a crash between the two transactions: the restart finds
