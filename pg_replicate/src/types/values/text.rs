@@ -224,7 +224,8 @@ pub(crate) fn char_text(byte: u8, out: &mut [u8; 4]) -> &str {
             4
         }
     };
-    std::str::from_utf8(&out[..len]).expect("ASCII")
+    // Only ASCII is written above, so this never falls back.
+    std::str::from_utf8(&out[..len]).unwrap_or_default()
 }
 
 #[cfg(test)]
