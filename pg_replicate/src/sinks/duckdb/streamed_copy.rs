@@ -305,8 +305,9 @@ impl Drop for StreamedCopy {
 /// the file instead of writing the WAL.
 ///
 /// Adding the key writes the whole index at commit: through the WAL it is
-/// written twice (the WAL, then the checkpoint when the file is closed), about
-/// 85 ms more for 5,000,000 rows (`docs/benchmarks.md`). The settings are the
+/// written twice (to the WAL, then by the next checkpoint, at the latest when
+/// the file is closed), about 85 ms more for 5,000,000 rows
+/// (`docs/benchmarks.md`). The settings are the
 /// database's, so they are reset whatever the outcome; DuckDB falls back to
 /// the WAL when another transaction keeps it from checkpointing. Left set,
 /// they would only make later commits checkpoint too, so a failed reset is
