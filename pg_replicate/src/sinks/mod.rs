@@ -6,9 +6,17 @@
 //! (repeatedly) and [`Sink::end_table_copy`], and then
 //! [`Sink::write_cdc_batch`] for every batch of changes.
 
+#[cfg(feature = "bigquery")]
+pub mod bigquery;
+#[cfg(any(feature = "duckdb", feature = "bigquery"))]
+pub(crate) mod changes;
 #[cfg(feature = "duckdb")]
 pub mod duckdb;
+#[cfg(any(feature = "duckdb", feature = "bigquery"))]
+pub(crate) mod plan;
 pub mod stdout;
+#[cfg(test)]
+pub(crate) mod test_fixtures;
 
 use std::sync::Arc;
 

@@ -77,6 +77,10 @@ async fn harness_starts_cluster_and_creates_database() {
     assert_eq!(left, "0");
 }
 
+#[cfg(feature = "bigquery")]
+mod bigquery;
+#[cfg(feature = "bigquery")]
+mod bigquery_common;
 mod common;
 #[cfg(feature = "duckdb")]
 mod duckdb_cdc;

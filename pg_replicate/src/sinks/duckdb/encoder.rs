@@ -28,21 +28,22 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, ListBuilder, RecordBatch, StringArray,
-    StringBuilder, StructArray, UInt32Array, UInt8Array,
+    Array, ArrayRef, AsArray, BooleanArray, ListBuilder, RecordBatch, StringArray, StringBuilder,
+    UInt32Array,
 };
 use arrow::compute::kernels::{take::take, zip::zip};
 use arrow::datatypes::{
-    DataType, Field, IntervalMonthDayNanoType, IntervalUnit, Schema, SchemaRef, TimeUnit, UInt8Type,
+    DataType, Field, IntervalMonthDayNanoType, IntervalUnit, Schema, SchemaRef, TimeUnit,
 };
 use arrow::row::{RowConverter, SortField};
 
-use super::plan::{plan, Plan, PlannedChange};
 use super::schema::{duckdb_type, key_columns, HISTORY_COLUMNS};
+use crate::sinks::changes::column;
+pub use crate::sinks::changes::Changes;
+use crate::sinks::plan::{plan, Plan, PlannedChange};
 use crate::sinks::stdout::json::{write_str, write_value};
 use crate::types::change::{
-    is_unchanged, ChangeOp, COMMIT_LSN_COLUMN, COMMIT_TIME_COLUMN, OLD_COLUMN, OP_COLUMN,
-    SEQUENCE_COLUMN, UNCHANGED_COLUMN,
+    is_unchanged, ChangeOp, COMMIT_LSN_COLUMN, COMMIT_TIME_COLUMN, SEQUENCE_COLUMN,
 };
 use crate::types::{Lsn, ReplicaIdentity, TableSchema};
 use crate::{Error, ErrorKind, Result};
@@ -65,131 +66,6 @@ pub fn old_col(i: usize) -> String {
 /// Name of the stage column flagging table column `i` as unchanged.
 pub fn unchanged_col(i: usize) -> String {
     format!("u{i}")
-}
-
-/// A table's change batch taken apart into typed columns.
-pub struct Changes<'a> {
-    /// The table.
-    pub table: &'a TableSchema,
-    /// New values, one array per table column.
-    pub new: &'a [ArrayRef],
-    /// Operation codes.
-    pub ops: &'a UInt8Array,
-    /// The unchanged-TOAST bitmaps.
-    pub unchanged: &'a BinaryArray,
-    /// The old images.
-    pub old: &'a StructArray,
-    /// The batch itself.
-    pub batch: &'a RecordBatch,
-}
-
-impl<'a> Changes<'a> {
-    /// Checks the layout of `batch` ([`change_arrow_schema`](crate::types::change::change_arrow_schema)).
-    pub fn new(table: &'a TableSchema, batch: &'a RecordBatch) -> Result<Self> {
-        let width = table.columns.len();
-        if batch.num_columns() < width + 6 {
-            return Err(layout_error(table, "has too few columns"));
-        }
-        let ops = column(table, batch, OP_COLUMN)?
-            .as_primitive_opt::<UInt8Type>()
-            .ok_or_else(|| layout_error(table, "has a mistyped operation column"))?;
-        let unchanged = column(table, batch, UNCHANGED_COLUMN)?
-            .as_binary_opt::<i32>()
-            .ok_or_else(|| layout_error(table, "has a mistyped unchanged column"))?;
-        let old = column(table, batch, OLD_COLUMN)?
-            .as_struct_opt()
-            .ok_or_else(|| layout_error(table, "has a mistyped old image column"))?;
-        if old.num_columns() != width {
-            return Err(layout_error(table, "has an old image of another width"));
-        }
-        if let Some(code) = ops
-            .values()
-            .iter()
-            .find(|c| ChangeOp::from_code(**c).is_none())
-        {
-            return Err(layout_error(
-                table,
-                &format!("has the unknown operation code {code}"),
-            ));
-        }
-        Ok(Self {
-            table,
-            new: &batch.columns()[..width],
-            ops,
-            unchanged,
-            old,
-            batch,
-        })
-    }
-
-    /// The operation of change `row`.
-    pub fn op(&self, row: usize) -> ChangeOp {
-        ChangeOp::from_code(self.ops.value(row)).unwrap_or(ChangeOp::Insert)
-    }
-
-    /// Number of changes.
-    pub fn len(&self) -> usize {
-        self.batch.num_rows()
-    }
-
-    /// Whether there are no changes.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The unchanged bitmap of change `row`, if any column is unchanged.
-    pub fn unchanged_bitmap(&self, row: usize) -> Option<&[u8]> {
-        (!self.unchanged.is_null(row)).then(|| self.unchanged.value(row))
-    }
-
-    /// Per table column, the flags of the changes that leave it unchanged;
-    /// `None` for columns no change leaves unchanged.
-    fn unchanged_flags(&self) -> Vec<Option<BooleanArray>> {
-        let width = self.table.columns.len();
-        let mut flagged = vec![false; width];
-        if self.unchanged.null_count() < self.len() {
-            for row in 0..self.len() {
-                if let Some(bitmap) = self.unchanged_bitmap(row) {
-                    for (column, flag) in flagged.iter_mut().enumerate() {
-                        *flag |= is_unchanged(bitmap, column);
-                    }
-                }
-            }
-        }
-        flagged
-            .iter()
-            .enumerate()
-            .map(|(column, flagged)| {
-                flagged.then(|| {
-                    (0..self.len())
-                        .map(|row| {
-                            Some(
-                                self.unchanged_bitmap(row)
-                                    .is_some_and(|b| is_unchanged(b, column)),
-                            )
-                        })
-                        .collect()
-                })
-            })
-            .collect()
-    }
-}
-
-fn column<'a>(table: &TableSchema, batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
-    batch
-        .column_by_name(name)
-        .ok_or_else(|| layout_error(table, &format!("lacks the {name} column")))
-}
-
-fn layout_error(table: &TableSchema, what: &str) -> Error {
-    Error::new(
-        ErrorKind::Sink,
-        format!(
-            "the change batch of {} {what}; it does not follow change_arrow_schema (a bug in the source \
-             that produced it)",
-            table.name
-        ),
-    )
 }
 
 fn arrow_error(table: &TableSchema, what: &str, error: arrow::error::ArrowError) -> Error {

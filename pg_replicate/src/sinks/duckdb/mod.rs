@@ -17,7 +17,7 @@
 //!
 //! Rooms: `config` ([`DuckDbSinkConfig`]), `schema` (types, names, DDL),
 //! `migrate` (creating and converting tables), `encoder` (Arrow batches
-//! for the appender), `plan` (ordering changes into set-based rounds),
+//! for the appender; the rounds of set-based SQL come from `sinks::plan`),
 //! `apply` (the SQL of an apply), `state` (resumption state), `file`
 //! (opening the file, one writer per file), `raw` (DuckDB's C API where
 //! duckdb-rs has no counterpart), `locked_stream` (an Arrow C stream safe
@@ -35,7 +35,6 @@ mod encoder;
 mod file;
 mod locked_stream;
 mod migrate;
-mod plan;
 mod raw;
 pub mod schema;
 mod sink;

@@ -110,21 +110,7 @@ pub fn write_value(out: &mut Vec<u8>, field: &Field, array: &dyn Array, row: usi
         DataType::FixedSizeBinary(16) => {
             let bytes = downcast::<FixedSizeBinaryArray>(array).map_or(&[][..], |a| a.value(row));
             out.push(b'"');
-            for (i, chunk) in [
-                &bytes[0..4],
-                &bytes[4..6],
-                &bytes[6..8],
-                &bytes[8..10],
-                &bytes[10..16],
-            ]
-            .iter()
-            .enumerate()
-            {
-                if i > 0 {
-                    out.push(b'-');
-                }
-                write_hex(out, chunk);
-            }
+            write_uuid(out, bytes);
             out.push(b'"');
         }
         DataType::Date32 => {
@@ -262,6 +248,29 @@ pub fn decimal_to_string(value: i128, scale: i8) -> String {
     out
 }
 
+/// A 16-byte uuid in its 8-4-4-4-12 hex form (other lengths as plain hex).
+pub(crate) fn write_uuid(out: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.len() != 16 {
+        write_hex(out, bytes);
+        return;
+    }
+    for (i, chunk) in [
+        &bytes[0..4],
+        &bytes[4..6],
+        &bytes[6..8],
+        &bytes[8..10],
+        &bytes[10..16],
+    ]
+    .iter()
+    .enumerate()
+    {
+        if i > 0 {
+            out.push(b'-');
+        }
+        write_hex(out, chunk);
+    }
+}
+
 fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
@@ -308,7 +317,8 @@ fn write_date(out: &mut Vec<u8>, days: i32) {
     out.extend_from_slice(format!("-{month:02}-{day:02}").as_bytes());
 }
 
-fn write_time(out: &mut Vec<u8>, micros: i64) {
+/// A time of day (µs since midnight) as `HH:MM:SS[.ffffff]`.
+pub(crate) fn write_time(out: &mut Vec<u8>, micros: i64) {
     let seconds = micros.div_euclid(1_000_000);
     let fraction = micros.rem_euclid(1_000_000);
     out.extend_from_slice(
@@ -327,7 +337,8 @@ fn write_time(out: &mut Vec<u8>, micros: i64) {
     }
 }
 
-fn write_timestamp(out: &mut Vec<u8>, micros: i64, utc: bool) {
+/// A timestamp (µs since 1970) as ISO 8601, `Z` at the end when `utc`.
+pub(crate) fn write_timestamp(out: &mut Vec<u8>, micros: i64, utc: bool) {
     if micros == i64::MAX {
         out.extend_from_slice(b"infinity");
         return;
@@ -347,7 +358,8 @@ fn write_timestamp(out: &mut Vec<u8>, micros: i64, utc: bool) {
     }
 }
 
-fn write_interval(out: &mut Vec<u8>, months: i32, days: i32, nanos: i64) {
+/// An interval as an ISO 8601 duration (`P1Y2M3DT4H5M6.5S`).
+pub(crate) fn write_interval(out: &mut Vec<u8>, months: i32, days: i32, nanos: i64) {
     if months == 0 && days == 0 && nanos == 0 {
         out.extend_from_slice(b"PT0S");
         return;

@@ -2,16 +2,11 @@
 //! built by hand (the Postgres end-to-end tests are in
 //! `tests/integration/duckdb_*.rs`).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, BinaryArray, Int32Array, RecordBatch, StringArray, StructArray,
-    TimestampMicrosecondArray, UInt32Array, UInt64Array, UInt8Array,
-};
-use arrow::buffer::NullBuffer;
+use arrow::array::{ArrayRef, Int32Array, RecordBatch, StringArray};
 use arrow::datatypes::DataType;
 
 mod continuing;
@@ -20,11 +15,10 @@ mod streamed_copy;
 mod unusable_file;
 
 use super::*;
+pub(crate) use crate::sinks::test_fixtures::*;
 use crate::sinks::Sink;
-use crate::types::change::{
-    change_arrow_schema, table_arrow_schema, CdcBatch, CdcEvent, ChangeOp, TableChanges, OLD_COLUMN,
-};
-use crate::types::{ColumnSchema, Lsn, PgType, ReplicaIdentity, TableId, TableName, TableSchema};
+use crate::types::change::{table_arrow_schema, CdcBatch, CdcEvent, ChangeOp};
+use crate::types::{Lsn, TableSchema};
 
 /// A fresh path in the temporary directory; removed when dropped.
 pub(crate) struct TempFile(pub PathBuf);
@@ -48,146 +42,6 @@ impl Drop for TempFile {
     }
 }
 
-fn column(name: &str, oid: u32, type_name: &str, identity: bool) -> ColumnSchema {
-    ColumnSchema {
-        name: name.into(),
-        pg_type: PgType {
-            oid,
-            modifier: -1,
-            name: type_name.into(),
-            element_oid: None,
-        },
-        nullable: !identity,
-        identity,
-    }
-}
-
-/// `public.<name> (id int, v int, t text)`, keyed by `id` unless `full`.
-fn table(oid: u32, name: &str, full: bool) -> Arc<TableSchema> {
-    let (a, b) = if full { ("a", "b") } else { ("id", "v") };
-    Arc::new(TableSchema {
-        id: TableId(oid),
-        name: TableName::new("public", name),
-        columns: vec![
-            column(a, 23, "integer", !full),
-            column(b, 23, "integer", false),
-            column("t", 25, "text", false),
-        ],
-        replica_identity: if full {
-            ReplicaIdentity::Full
-        } else {
-            ReplicaIdentity::Default
-        },
-    })
-}
-
-type Row = (Option<i32>, Option<i32>, Option<String>);
-
-/// One change of a `(int, int, text)` table, as the source would build it.
-#[derive(Clone, Debug)]
-struct Change {
-    op: ChangeOp,
-    /// New row; for unchanged TOAST `t` is `None` and `toast` is set.
-    new: Option<Row>,
-    toast: bool,
-    old: Option<Row>,
-}
-
-fn change_batch(table: &Arc<TableSchema>, changes: &[Change], lsn: u64) -> RecordBatch {
-    let schema = change_arrow_schema(table);
-    let pick = |f: fn(&Row) -> Option<i32>, image: &Option<Row>| image.as_ref().and_then(f);
-    let new = |c: &Change| c.new.clone();
-    let ints = |idx: usize, old: bool| -> ArrayRef {
-        Arc::new(
-            changes
-                .iter()
-                .map(|c| {
-                    let image = if old { c.old.clone() } else { new(c) };
-                    if idx == 0 {
-                        pick(|r| r.0, &image)
-                    } else {
-                        pick(|r| r.1, &image)
-                    }
-                })
-                .collect::<Int32Array>(),
-        )
-    };
-    let texts = |old: bool| -> ArrayRef {
-        Arc::new(
-            changes
-                .iter()
-                .map(|c| {
-                    let image = if old { c.old.clone() } else { new(c) };
-                    image.and_then(|r| r.2)
-                })
-                .collect::<StringArray>(),
-        )
-    };
-    let DataType::Struct(old_fields) = schema
-        .field_with_name(OLD_COLUMN)
-        .unwrap()
-        .data_type()
-        .clone()
-    else {
-        unreachable!()
-    };
-    let old_valid = NullBuffer::from(changes.iter().map(|c| c.old.is_some()).collect::<Vec<_>>());
-    let old = StructArray::new(
-        old_fields,
-        vec![ints(0, true), ints(1, true), texts(true)],
-        Some(old_valid),
-    );
-    let columns: Vec<ArrayRef> = vec![
-        ints(0, false),
-        ints(1, false),
-        texts(false),
-        Arc::new(changes.iter().map(|c| c.op as u8).collect::<UInt8Array>()),
-        Arc::new(UInt64Array::from(vec![lsn; changes.len()])),
-        Arc::new(
-            TimestampMicrosecondArray::from(vec![1_700_000_000_000_000; changes.len()])
-                .with_timezone("UTC"),
-        ),
-        Arc::new((0..changes.len() as u32).collect::<UInt32Array>()),
-        Arc::new(
-            changes
-                .iter()
-                .map(|c| c.toast.then_some(&[0b100u8][..]))
-                .collect::<BinaryArray>(),
-        ),
-        Arc::new(old),
-    ];
-    RecordBatch::try_new(schema, columns).unwrap()
-}
-
-fn cdc(events: Vec<CdcEvent>, end: u64) -> CdcBatch {
-    CdcBatch {
-        events,
-        end_lsn: Lsn(end),
-        transactions: 1,
-        continues: false,
-    }
-}
-
-fn changes_event(table: &Arc<TableSchema>, changes: &[Change], lsn: u64) -> CdcEvent {
-    CdcEvent::Changes(TableChanges {
-        table: table.clone(),
-        batch: change_batch(table, changes, lsn),
-    })
-}
-
-/// Copied rows of a [`table`]: `id` and `v` from `ids`, `t` = "x".
-fn copy_rows(t: &TableSchema, ids: &[i32]) -> RecordBatch {
-    RecordBatch::try_new(
-        table_arrow_schema(t),
-        vec![
-            Arc::new(Int32Array::from(ids.to_vec())) as ArrayRef,
-            Arc::new(Int32Array::from(ids.to_vec())),
-            Arc::new(StringArray::from(vec![Some("x"); ids.len()])),
-        ],
-    )
-    .unwrap()
-}
-
 fn rows(reader: &DuckDbReader, sql: &str) -> Vec<Row> {
     let mut statement = reader.connection().prepare(sql).unwrap();
     let rows = statement
@@ -196,17 +50,6 @@ fn rows(reader: &DuckDbReader, sql: &str) -> Vec<Row> {
         .collect::<duckdb::Result<Vec<Row>>>()
         .unwrap();
     rows
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
 }
 
 #[tokio::test]
@@ -218,68 +61,18 @@ async fn random_changes_of_a_keyed_table_match_a_model() {
         .await
         .unwrap();
     let reader = sink.reader().unwrap();
-    let mut model: BTreeMap<i32, (Option<i32>, Option<String>)> = BTreeMap::new();
+    let mut model = KeyedModel::new();
     let mut rng = Rng(0x1234_5678_9abc_def1);
     let mut lsn = 100u64;
     for batch in 0..150 {
-        let mut changes = Vec::new();
-        for n in 0..1 + rng.below(40) {
-            let value = Some((batch * 100 + n) as i32);
-            let text = (rng.below(5) > 0).then(|| format!("t{batch}-{n}"));
-            let free: Vec<i32> = (0..12).filter(|k| !model.contains_key(k)).collect();
-            let used: Vec<i32> = model.keys().copied().collect();
-            match rng.below(5) {
-                0 | 1 if !free.is_empty() => {
-                    let k = free[rng.below(free.len())];
-                    model.insert(k, (value, text.clone()));
-                    changes.push(Change {
-                        op: ChangeOp::Insert,
-                        new: Some((Some(k), value, text)),
-                        toast: false,
-                        old: None,
-                    });
-                }
-                2 if !used.is_empty() => {
-                    let k = used[rng.below(used.len())];
-                    model.remove(&k);
-                    changes.push(Change {
-                        op: ChangeOp::Delete,
-                        new: None,
-                        toast: false,
-                        old: Some((Some(k), None, None)),
-                    });
-                }
-                3 | 4 if !used.is_empty() => {
-                    let from = used[rng.below(used.len())];
-                    let moved = rng.below(3) == 0 && !free.is_empty();
-                    let to = if moved {
-                        free[rng.below(free.len())]
-                    } else {
-                        from
-                    };
-                    let toast = rng.below(2) == 0;
-                    let (_, stored) = model.remove(&from).unwrap();
-                    model.insert(to, (value, if toast { stored } else { text.clone() }));
-                    changes.push(Change {
-                        op: ChangeOp::Update,
-                        new: Some((Some(to), value, if toast { None } else { text })),
-                        toast,
-                        old: moved.then_some((Some(from), None, None)),
-                    });
-                }
-                _ => {}
-            }
-        }
+        let changes = random_keyed_changes(&mut rng, &mut model, batch);
         lsn += 10;
         let end = sink
             .write_cdc_batch(cdc(vec![changes_event(&t, &changes, lsn)], lsn + 1))
             .await
             .unwrap();
         assert_eq!(end, Lsn(lsn + 1));
-        let expected: Vec<Row> = model
-            .iter()
-            .map(|(k, (v, t))| (Some(*k), *v, t.clone()))
-            .collect();
+        let expected = model_rows(&model);
         let actual = rows(&reader, "SELECT id, v, t FROM public.keyed ORDER BY id");
         assert_eq!(actual, expected, "after batch {batch}: {changes:?}");
     }

@@ -1,0 +1,971 @@
+//! [`BigQuerySink`]: the [`Sink`] implementation.
+//!
+//! A backfill streams Parquet into one load job per table (or rows into a
+//! pending Storage Write stream) and records the table as copied once the
+//! job has succeeded. A change batch is staged per table and applied by
+//! one transaction script ([`super::script`]) that also moves the state
+//! row; where a batch must be committed in parts (a schema change, or a
+//! transaction continued in the next batch), the state row records the
+//! exact position reached ([`super::state::Position`]) and a restarted
+//! sink skips what it covers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arrow::array::{Array, BooleanArray, RecordBatch, UInt32Array, UInt64Array};
+use arrow::compute::{concat_batches, filter_record_batch};
+use async_trait::async_trait;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use prost_types::DescriptorProto;
+use tracing::{debug, info};
+
+use super::client::{BigQueryClient, ExistingColumn, ResumableUpload, UPLOAD_CHUNK};
+use super::config::{BackfillMethod, BigQuerySinkConfig, StagingMethod};
+use super::encoder::encode_rows;
+use super::proto;
+use super::schema::{
+    bigquery_type, check_names, create_state_sql, create_target_sql, qualified, quote,
+    staging_name, target_name,
+};
+use super::script::{apply_script, Step, TableWork, STAGED_ROWS_WRONG};
+use super::stage::{stage, staging_columns, staging_schema};
+use super::state::{
+    insert_progress_sql, mark_copied_sql, parse_progress, select_copied_sql, select_progress_sql,
+    unmark_copied_sql, Position, Progress, FORMAT_VERSION, PROGRESS_MOVED,
+};
+use super::storage_write::StorageWriter;
+use crate::sinks::Sink;
+use crate::types::change::{
+    CdcBatch, CdcEvent, ResumptionState, COMMIT_LSN_COLUMN, SEQUENCE_COLUMN,
+};
+use crate::types::{Lsn, TableId, TableSchema};
+use crate::{Error, ErrorKind, Result};
+
+/// How often a script whose staging check failed is staged and run again.
+const STAGING_ATTEMPTS: usize = 3;
+
+/// Keeps the published tables of a Postgres database as current-state
+/// tables of a BigQuery dataset, exactly once (see the module
+/// documentation of [`crate::sinks::bigquery`]).
+pub struct BigQuerySink {
+    config: BigQuerySinkConfig,
+    client: BigQueryClient,
+    writer: Option<StorageWriter>,
+    /// The schema each table has in BigQuery (and its staging table).
+    tables: HashMap<TableId, Arc<TableSchema>>,
+    /// Protocol buffer descriptors of staging rows, per table.
+    descriptors: HashMap<TableId, DescriptorProto>,
+    /// What the state row holds; `None` until read (and after a failure,
+    /// which may have left it either way).
+    progress: Option<Progress>,
+    state_tables: bool,
+    copy: Option<Copy>,
+    /// Truncates seen of the transaction in progress: its commit LSN and
+    /// their count (they are counted by [`Position::events`]).
+    truncates: (Lsn, u32),
+}
+
+/// A table's backfill in progress.
+struct Copy {
+    table: Arc<TableSchema>,
+    rows: u64,
+    writer: Option<CopyWriter>,
+}
+
+enum CopyWriter {
+    /// Parquet streamed through a resumable upload.
+    Load {
+        /// In a mutex only to make the sink `Sync` (Parquet's encoders are
+        /// `Send` but not `Sync`); never contended.
+        parquet: Mutex<ArrowWriter<SharedBuffer>>,
+        buffer: Arc<Mutex<Vec<u8>>>,
+        upload: Option<ResumableUpload>,
+    },
+    /// Rows appended to a pending Storage Write stream.
+    Stream {
+        stream: String,
+        offset: i64,
+        descriptor: DescriptorProto,
+    },
+}
+
+/// The Parquet writer's output, drained in upload chunks while it writes.
+struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedBuffer {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        lock(&self.0).extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn lock(buffer: &Mutex<Vec<u8>>) -> std::sync::MutexGuard<'_, Vec<u8>> {
+    // The buffer holds plain bytes: a panic elsewhere cannot leave it
+    // inconsistent.
+    buffer
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Takes the whole upload chunks (or, with `all`, everything) written so far.
+fn drain(buffer: &Mutex<Vec<u8>>, all: bool) -> Vec<u8> {
+    let mut bytes = lock(buffer);
+    let take = if all {
+        bytes.len()
+    } else {
+        bytes.len() / UPLOAD_CHUNK * UPLOAD_CHUNK
+    };
+    bytes.drain(..take).collect()
+}
+
+/// The changes of one table waiting for the next script.
+struct PendingTable {
+    table: Arc<TableSchema>,
+    staged: Vec<RecordBatch>,
+    rows: usize,
+    last_round: u32,
+    reads: bool,
+    steps: Vec<Step>,
+}
+
+/// Everything waiting for the next script, tables in first-touched order.
+#[derive(Default)]
+struct Pending {
+    tables: Vec<PendingTable>,
+}
+
+impl Pending {
+    fn entry(&mut self, table: &Arc<TableSchema>) -> &mut PendingTable {
+        let at = match self.tables.iter().position(|t| t.table.id == table.id) {
+            Some(at) => at,
+            None => {
+                self.tables.push(PendingTable {
+                    table: table.clone(),
+                    staged: Vec::new(),
+                    rows: 0,
+                    last_round: 0,
+                    reads: false,
+                    steps: Vec::new(),
+                });
+                self.tables.len() - 1
+            }
+        };
+        &mut self.tables[at]
+    }
+}
+
+/// The row changes of `batch` not covered by `position`, or `None` when
+/// all are.
+fn uncovered(batch: &RecordBatch, position: Option<Position>) -> Result<Option<RecordBatch>> {
+    let Some(position) = position else {
+        return Ok((batch.num_rows() > 0).then(|| batch.clone()));
+    };
+    let (commits, seqs) = commits_and_seqs(batch)?;
+    let keep: BooleanArray = (0..batch.num_rows())
+        .map(|i| Some(!position.covers_row(Lsn(commits.value(i)), seqs.value(i))))
+        .collect();
+    if keep.true_count() == 0 {
+        return Ok(None);
+    }
+    if keep.true_count() == batch.num_rows() {
+        return Ok(Some(batch.clone()));
+    }
+    filter_record_batch(batch, &keep)
+        .map(Some)
+        .map_err(|e| Error::with_source(ErrorKind::Sink, "filter changes already applied", e))
+}
+
+fn commits_and_seqs(batch: &RecordBatch) -> Result<(&UInt64Array, &UInt32Array)> {
+    let commits = batch
+        .column_by_name(COMMIT_LSN_COLUMN)
+        .and_then(|c| c.as_any().downcast_ref::<UInt64Array>());
+    let seqs = batch
+        .column_by_name(SEQUENCE_COLUMN)
+        .and_then(|c| c.as_any().downcast_ref::<UInt32Array>());
+    commits.zip(seqs).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Sink,
+            "a change batch lacks its commit LSN or sequence column; this is a bug in the caller",
+        )
+    })
+}
+
+/// Moves `applied` past the last row change of `batch`.
+fn advance_rows(applied: &mut Option<Position>, batch: &RecordBatch) -> Result<()> {
+    let (commits, seqs) = commits_and_seqs(batch)?;
+    for i in 0..batch.num_rows() {
+        let (commit, seq) = (Lsn(commits.value(i)), seqs.value(i));
+        match applied {
+            Some(p) if p.commit_lsn == commit => p.seq = p.seq.max(Some(seq)),
+            Some(p) if p.commit_lsn > commit => {}
+            _ => {
+                *applied = Some(Position {
+                    commit_lsn: commit,
+                    seq: Some(seq),
+                    events: 0,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+fn integer(cell: &Option<String>, what: &str) -> Result<Option<i64>> {
+    cell.as_deref()
+        .map(|text| {
+            text.parse::<i64>().map_err(|_| {
+                Error::new(
+                    ErrorKind::Sink,
+                    format!("the sink's state table holds {text:?} as {what}, not an integer"),
+                )
+            })
+        })
+        .transpose()
+}
+
+impl BigQuerySink {
+    /// Connects to BigQuery and checks that the dataset exists; the state
+    /// and replicated tables are created when the pipeline starts.
+    pub async fn connect(config: BigQuerySinkConfig) -> Result<Self> {
+        let client = BigQueryClient::connect(&config).await?;
+        Ok(Self {
+            config,
+            client,
+            writer: None,
+            tables: HashMap::new(),
+            descriptors: HashMap::new(),
+            progress: None,
+            state_tables: false,
+            copy: None,
+            truncates: (Lsn::ZERO, 0),
+        })
+    }
+
+    /// The sink's configuration.
+    pub fn config(&self) -> &BigQuerySinkConfig {
+        &self.config
+    }
+
+    /// End LSN of the last change batch stored completely, as last read or
+    /// written.
+    pub fn last_lsn(&self) -> Option<Lsn> {
+        self.progress.and_then(|p| p.last_lsn)
+    }
+
+    fn dataset(&self) -> &str {
+        &self.config.dataset_id
+    }
+
+    fn identity(&self) -> &str {
+        self.config.identity_key()
+    }
+
+    fn storage_writer(&mut self) -> Result<&StorageWriter> {
+        if self.writer.is_none() {
+            self.writer = Some(StorageWriter::new(
+                &self.config.storage_endpoint,
+                self.client.authenticator(),
+                self.config.retry.clone(),
+                &self.config.project_id,
+                &self.config.dataset_id,
+                self.config.max_append_bytes,
+            )?);
+        }
+        self.writer
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorKind::Sink, "the Storage Write client is missing"))
+    }
+
+    async fn ensure_state_tables(&mut self) -> Result<()> {
+        if !self.state_tables {
+            let sql = create_state_sql(self.dataset()).join(";\n");
+            self.client
+                .query(&sql, "create the sink's state tables")
+                .await?;
+            self.state_tables = true;
+        }
+        Ok(())
+    }
+
+    /// Reads (or creates) this identity's state row.
+    async fn read_progress(&mut self) -> Result<Progress> {
+        self.ensure_state_tables().await?;
+        let rows = self
+            .client
+            .query(
+                &select_progress_sql(self.dataset(), self.identity()),
+                "read the replication state",
+            )
+            .await?;
+        let progress = match rows.as_slice() {
+            [] => {
+                self.client
+                    .query(
+                        &insert_progress_sql(self.dataset(), self.identity()),
+                        "record a new replication state",
+                    )
+                    .await?;
+                Progress::default()
+            }
+            [row] => {
+                let values = row
+                    .iter()
+                    .map(|cell| integer(cell, "replication state"))
+                    .collect::<Result<Vec<_>>>()?;
+                let version = values.first().copied().flatten();
+                if version != Some(FORMAT_VERSION) {
+                    return Err(Error::new(
+                        ErrorKind::Sink,
+                        format!(
+                            "the state of identity {:?} in dataset {} has format version {version:?}; this \
+                             version of pg_replicate reads version {FORMAT_VERSION}: use a matching \
+                             pg_replicate, or a new dataset",
+                            self.identity(),
+                            self.dataset()
+                        ),
+                    ));
+                }
+                parse_progress(&values)
+            }
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Sink,
+                    format!(
+                        "dataset {} holds {} state rows for identity {:?}; delete the extra rows of {} \
+                         (keep the one with the highest last_lsn)",
+                        self.dataset(),
+                        rows.len(),
+                        self.identity(),
+                        super::schema::STATE_TABLE
+                    ),
+                ))
+            }
+        };
+        self.progress = Some(progress);
+        Ok(progress)
+    }
+
+    async fn progress(&mut self) -> Result<Progress> {
+        match self.progress {
+            Some(progress) => Ok(progress),
+            None => self.read_progress().await,
+        }
+    }
+
+    /// Creates the target table, or brings a copied one to `table`'s
+    /// columns.
+    async fn ensure_target(&self, table: &TableSchema, copied: bool) -> Result<()> {
+        let name = target_name(&table.name);
+        match self.client.table_columns(&name).await? {
+            None => {
+                self.client
+                    .query(
+                        &create_target_sql(self.dataset(), table, false),
+                        &format!("create BigQuery table {name}"),
+                    )
+                    .await?;
+            }
+            Some(existing) if copied => self.evolve(table, &existing).await?,
+            // A table not copied yet is created anew by its copy.
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Adds and drops columns of a target table so it matches `table`.
+    async fn evolve(&self, table: &TableSchema, existing: &[ExistingColumn]) -> Result<()> {
+        let target = qualified(self.dataset(), &target_name(&table.name));
+        let mut statements = Vec::new();
+        for column in &table.columns {
+            let kind = bigquery_type(column);
+            match existing
+                .iter()
+                .find(|e| e.name.eq_ignore_ascii_case(&column.name))
+            {
+                None => statements.push(format!(
+                    "ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {} {kind}",
+                    quote(&column.name)
+                )),
+                Some(e) if !kind.matches(&e.type_name, e.precision, e.scale) => {
+                    return Err(Error::new(
+                        ErrorKind::Schema,
+                        format!(
+                            "column {:?} of {} is {} in BigQuery, but its Postgres type {} maps to {kind}; \
+                             BigQuery cannot convert a column in place: drop BigQuery table {} and its \
+                             row in {}, and the pipeline copies the table again",
+                            column.name,
+                            table.name,
+                            e.type_name,
+                            column.pg_type.name,
+                            target_name(&table.name),
+                            super::schema::COPIED_TABLE
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        for e in existing {
+            if !table
+                .columns
+                .iter()
+                .any(|c| c.name.eq_ignore_ascii_case(&e.name))
+            {
+                statements.push(format!(
+                    "ALTER TABLE {target} DROP COLUMN IF EXISTS {}",
+                    quote(&e.name)
+                ));
+            }
+        }
+        if !statements.is_empty() {
+            info!(table = %table.name, statements = statements.len(), "changing the columns of a BigQuery table");
+            self.client
+                .query(
+                    &statements.join(";\n"),
+                    &format!(
+                        "change the columns of BigQuery table {}",
+                        target_name(&table.name)
+                    ),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Creates (anew, empty) the staging table of `table`.
+    async fn create_staging(&mut self, table: &Arc<TableSchema>) -> Result<()> {
+        let columns: Vec<String> = staging_columns(table)
+            .iter()
+            .map(|(name, kind)| format!("{} {kind}", quote(name)))
+            .collect();
+        let name = staging_name(&table.name);
+        self.client
+            .query(
+                &format!(
+                    "CREATE OR REPLACE TABLE {} ({})",
+                    qualified(self.dataset(), &name),
+                    columns.join(", ")
+                ),
+                &format!("create staging table {name}"),
+            )
+            .await?;
+        self.descriptors
+            .insert(table.id, proto::descriptor(&staging_schema(table))?);
+        self.tables.insert(table.id, table.clone());
+        Ok(())
+    }
+
+    /// Brings the BigQuery tables of `table` to its (new) schema.
+    async fn change_schema(&mut self, table: &Arc<TableSchema>) -> Result<()> {
+        info!(table = %table.name, "applying a schema change");
+        self.ensure_target(table, true).await?;
+        self.create_staging(table).await
+    }
+
+    /// Appends the staged rows of `pending` to its staging table.
+    async fn append_staged(&mut self, pending: &PendingTable) -> Result<()> {
+        if pending.rows == 0 {
+            return Ok(());
+        }
+        let rows = concat_batches(&staging_schema(&pending.table), &pending.staged)
+            .map_err(|e| Error::with_source(ErrorKind::Sink, "gather staged changes", e))?;
+        let name = staging_name(&pending.table.name);
+        match self.config.staging {
+            StagingMethod::StorageWrite => {
+                let descriptor = match self.descriptors.get(&pending.table.id) {
+                    Some(d) => d.clone(),
+                    None => proto::descriptor(&rows.schema())?,
+                };
+                let encoded = proto::encode_rows(&rows)?;
+                self.storage_writer()?
+                    .append_default(&name, &descriptor, encoded)
+                    .await
+            }
+            StagingMethod::LoadJob => {
+                let parquet = parquet_file(&rows, self.config.load_row_group_rows)?;
+                self.client.load_file(&name, parquet).await
+            }
+        }
+    }
+
+    /// Stages `pending` and runs the script that applies it and moves the
+    /// state to `next`.
+    async fn flush(&mut self, pending: &mut Pending, next: Progress) -> Result<()> {
+        let expected = self.progress().await?;
+        if pending.tables.iter().all(|t| t.steps.is_empty()) && next == expected {
+            pending.tables.clear();
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            for table in &pending.tables {
+                self.append_staged(table).await?;
+            }
+            let works: Vec<TableWork<'_>> = pending
+                .tables
+                .iter()
+                .filter(|t| !t.steps.is_empty())
+                .map(|t| TableWork {
+                    table: &t.table,
+                    reads: t.reads,
+                    steps: t.steps.clone(),
+                    staged_rows: t.rows,
+                })
+                .collect();
+            let script = apply_script(self.dataset(), self.identity(), &expected, &next, &works);
+            match self.client.query(&script, "apply a change batch").await {
+                Ok(_) => break,
+                Err(error) if error.message().contains(PROGRESS_MOVED) => {
+                    // A retried script whose first run had committed finds
+                    // the state already moved to `next`.
+                    self.progress = None;
+                    if self.read_progress().await? == next {
+                        break;
+                    }
+                    return Err(Error::new(
+                        ErrorKind::Sink,
+                        format!(
+                            "the replication state of identity {:?} in dataset {} changed while this sink \
+                             was writing: another pipeline writes the same dataset with the same identity; \
+                             stop it, or give each pipeline its own identity",
+                            self.identity(),
+                            self.dataset()
+                        ),
+                    ));
+                }
+                Err(error)
+                    if error.message().contains(STAGED_ROWS_WRONG)
+                        && attempt < STAGING_ATTEMPTS =>
+                {
+                    debug!(
+                        attempt,
+                        "staging tables held other rows than staged; staging again"
+                    );
+                    let clear: Vec<String> = pending
+                        .tables
+                        .iter()
+                        .map(|t| {
+                            format!(
+                                "DELETE FROM {} WHERE TRUE",
+                                qualified(self.dataset(), &staging_name(&t.table.name))
+                            )
+                        })
+                        .collect();
+                    self.client
+                        .query(&clear.join(";\n"), "empty the staging tables")
+                        .await?;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        let changes: usize = pending.tables.iter().map(|t| t.rows).sum();
+        debug!(
+            staged = changes,
+            tables = pending.tables.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "change script committed to BigQuery"
+        );
+        self.progress = Some(next);
+        pending.tables.clear();
+        Ok(())
+    }
+
+    async fn apply_batch(&mut self, batch: &CdcBatch) -> Result<Lsn> {
+        let stored = self.progress().await?;
+        let durable = stored.last_lsn.unwrap_or(Lsn::ZERO);
+        if !batch.continues && stored.last_lsn.is_some_and(|last| batch.end_lsn <= last) {
+            debug!(end_lsn = %batch.end_lsn, last = %durable, "batch already applied; skipping it");
+            return Ok(durable);
+        }
+        let mut applied = stored.position;
+        let mut pending = Pending::default();
+        for event in &batch.events {
+            match event {
+                CdcEvent::Changes(changes) => {
+                    let table = &changes.table;
+                    let known = self.tables.get(&table.id);
+                    if known.is_none_or(|k| {
+                        k.columns != table.columns || k.replica_identity != table.replica_identity
+                    }) {
+                        // The schema moved on without a SchemaChange event
+                        // (first batch after a restart).
+                        let next = Progress {
+                            last_lsn: stored.last_lsn,
+                            position: applied,
+                        };
+                        self.flush(&mut pending, next).await?;
+                        self.change_schema(table).await?;
+                    }
+                    let Some(rows) = uncovered(&changes.batch, stored.position)? else {
+                        continue;
+                    };
+                    advance_rows(&mut applied, &rows)?;
+                    let entry = pending.entry(table);
+                    let staged = stage(table, &rows, entry.last_round)?;
+                    debug!(
+                        table = %table.name,
+                        changes = staged.changes,
+                        skipped = staged.skipped,
+                        "changes staged"
+                    );
+                    if staged.last_round > entry.last_round {
+                        entry.steps.push(Step::Rounds {
+                            first: entry.last_round + 1,
+                            last: staged.last_round,
+                        });
+                        entry.last_round = staged.last_round;
+                        entry.rows += staged.rows.num_rows();
+                        entry.reads |= staged.reads;
+                        entry.staged.push(staged.rows);
+                    }
+                }
+                CdcEvent::Truncate {
+                    tables, commit_lsn, ..
+                } => {
+                    if self.truncates.0 != *commit_lsn {
+                        self.truncates = (*commit_lsn, 0);
+                    }
+                    self.truncates.1 += 1;
+                    let index = self.truncates.1;
+                    let covered = stored.position.is_some_and(|p| {
+                        *commit_lsn < p.commit_lsn
+                            || (*commit_lsn == p.commit_lsn && index <= p.events)
+                    });
+                    if covered {
+                        continue;
+                    }
+                    match &mut applied {
+                        Some(p) if p.commit_lsn == *commit_lsn => p.events = index,
+                        _ => {
+                            applied = Some(Position {
+                                commit_lsn: *commit_lsn,
+                                seq: None,
+                                events: index,
+                            })
+                        }
+                    }
+                    for table in tables {
+                        pending.entry(table).steps.push(Step::Truncate);
+                    }
+                }
+                CdcEvent::SchemaChange { new, .. } => {
+                    let next = Progress {
+                        last_lsn: stored.last_lsn,
+                        position: applied,
+                    };
+                    self.flush(&mut pending, next).await?;
+                    self.change_schema(new).await?;
+                }
+                CdcEvent::Message { prefix, lsn, .. } => {
+                    debug!(%prefix, %lsn, "logical decoding message (not stored)");
+                }
+            }
+        }
+        if batch.continues {
+            let next = Progress {
+                last_lsn: stored.last_lsn,
+                position: applied,
+            };
+            self.flush(&mut pending, next).await?;
+            return Ok(durable);
+        }
+        let next = Progress {
+            last_lsn: Some(batch.end_lsn),
+            position: None,
+        };
+        self.flush(&mut pending, next).await?;
+        Ok(batch.end_lsn)
+    }
+
+    fn copying(&mut self, table: &TableSchema, what: &str) -> Result<&mut Copy> {
+        match self.copy.as_mut() {
+            Some(copy) if copy.table.id == table.id => Ok(copy),
+            _ => Err(Error::new(
+                ErrorKind::Sink,
+                format!(
+                    "{what} of {} arrived outside its copy (begin_table_copy was not called); this is a bug \
+                     in the caller",
+                    table.name
+                ),
+            )),
+        }
+    }
+}
+
+/// `rows` as one Parquet file.
+fn parquet_file(rows: &RecordBatch, row_group_rows: usize) -> Result<Vec<u8>> {
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let mut writer = parquet_writer(&rows.schema(), &buffer, row_group_rows)?;
+    writer.write(rows).map_err(parquet_error)?;
+    writer.close().map_err(parquet_error)?;
+    Ok(drain(&buffer, true))
+}
+
+fn parquet_writer(
+    schema: &arrow::datatypes::SchemaRef,
+    buffer: &Arc<Mutex<Vec<u8>>>,
+    row_group_rows: usize,
+) -> Result<ArrowWriter<SharedBuffer>> {
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        .build();
+    ArrowWriter::try_new(
+        SharedBuffer(buffer.clone()),
+        schema.clone(),
+        Some(properties),
+    )
+    .map_err(parquet_error)
+}
+
+fn parquet_error(error: parquet::errors::ParquetError) -> Error {
+    Error::with_source(
+        ErrorKind::Sink,
+        "write rows as Parquet for a load job",
+        error,
+    )
+}
+
+#[async_trait]
+impl Sink for BigQuerySink {
+    async fn resumption_state(&mut self) -> Result<ResumptionState> {
+        self.copy = None;
+        self.truncates = (Lsn::ZERO, 0);
+        let progress = self.read_progress().await?;
+        let rows = self
+            .client
+            .query(
+                &select_copied_sql(self.dataset(), self.identity()),
+                "read which tables are copied",
+            )
+            .await?;
+        let mut copied_tables = BTreeMap::new();
+        for row in rows {
+            let id = integer(row.first().unwrap_or(&None), "table id")?;
+            let lsn = integer(row.get(1).unwrap_or(&None), "snapshot LSN")?;
+            if let (Some(id), Some(lsn)) = (id, lsn) {
+                let id = u32::try_from(id).map_err(|_| {
+                    Error::new(
+                        ErrorKind::Sink,
+                        format!("the sink's copied-tables table holds table id {id}, not a Postgres oid"),
+                    )
+                })?;
+                copied_tables.insert(TableId(id), Lsn(lsn as u64));
+            }
+        }
+        Ok(ResumptionState {
+            copied_tables,
+            last_lsn: progress.last_lsn,
+        })
+    }
+
+    async fn write_table_schemas(&mut self, tables: &[Arc<TableSchema>]) -> Result<()> {
+        check_names(tables)?;
+        let copied = self.resumption_state().await?.copied_tables;
+        for table in tables {
+            self.ensure_target(table, copied.contains_key(&table.id))
+                .await?;
+            self.create_staging(table).await?;
+        }
+        info!(tables = tables.len(), dataset = %self.config.dataset_id, "BigQuery tables ready");
+        Ok(())
+    }
+
+    async fn begin_table_copy(&mut self, table: &Arc<TableSchema>) -> Result<()> {
+        // A copy left open (cancelled or failed) is dropped: its upload is
+        // never finished and its stream never committed.
+        self.copy = None;
+        let sql = format!(
+            "{};\n{}",
+            unmark_copied_sql(self.dataset(), self.identity(), table),
+            create_target_sql(self.dataset(), table, true)
+        );
+        self.client
+            .query(
+                &sql,
+                &format!(
+                    "empty BigQuery table {} for its copy",
+                    target_name(&table.name)
+                ),
+            )
+            .await?;
+        self.copy = Some(Copy {
+            table: table.clone(),
+            rows: 0,
+            writer: None,
+        });
+        Ok(())
+    }
+
+    async fn write_table_rows(
+        &mut self,
+        table: &Arc<TableSchema>,
+        rows: RecordBatch,
+    ) -> Result<()> {
+        self.copying(table, "rows")?;
+        if rows.num_columns() != table.columns.len() {
+            return Err(Error::new(
+                ErrorKind::Sink,
+                format!(
+                    "a copied batch of {} has {} columns, the table {}",
+                    table.name,
+                    rows.num_columns(),
+                    table.columns.len()
+                ),
+            ));
+        }
+        if rows.num_rows() == 0 {
+            return Ok(());
+        }
+        let encoded = encode_rows(table, &rows)?;
+        let method = self.config.backfill;
+        let row_group_rows = self.config.load_row_group_rows;
+        let target = target_name(&table.name);
+        if self.copying(table, "rows")?.writer.is_none() {
+            let writer = match method {
+                BackfillMethod::LoadJob => {
+                    let buffer = Arc::new(Mutex::new(Vec::new()));
+                    CopyWriter::Load {
+                        parquet: Mutex::new(parquet_writer(
+                            &encoded.schema(),
+                            &buffer,
+                            row_group_rows,
+                        )?),
+                        buffer,
+                        upload: None,
+                    }
+                }
+                BackfillMethod::StorageWrite => CopyWriter::Stream {
+                    stream: self.storage_writer()?.create_pending(&target).await?,
+                    offset: 0,
+                    descriptor: proto::descriptor(&encoded.schema())?,
+                },
+            };
+            self.copying(table, "rows")?.writer = Some(writer);
+        }
+        let Some(copy) = self.copy.as_mut() else {
+            return Err(Error::new(ErrorKind::Sink, "the copy in progress vanished"));
+        };
+        copy.rows += rows.num_rows() as u64;
+        match copy.writer.as_mut() {
+            Some(CopyWriter::Load {
+                parquet,
+                buffer,
+                upload,
+            }) => {
+                parquet
+                    .get_mut()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .write(&encoded)
+                    .map_err(parquet_error)?;
+                let chunk = drain(buffer, false);
+                if !chunk.is_empty() {
+                    if upload.is_none() {
+                        *upload = Some(self.client.start_upload(&target).await?);
+                    }
+                    if let Some(upload) = upload.as_mut() {
+                        self.client.put_chunk(upload, &chunk, false).await?;
+                    }
+                }
+            }
+            Some(CopyWriter::Stream {
+                stream,
+                offset,
+                descriptor,
+            }) => {
+                let encoded = proto::encode_rows(&encoded)?;
+                let writer = match self.writer.as_ref() {
+                    Some(writer) => writer,
+                    None => {
+                        return Err(Error::new(
+                            ErrorKind::Sink,
+                            "the Storage Write client is missing",
+                        ))
+                    }
+                };
+                *offset = writer
+                    .append_at(stream, *offset, descriptor, encoded)
+                    .await?;
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    async fn end_table_copy(&mut self, table: &Arc<TableSchema>, snapshot_lsn: Lsn) -> Result<()> {
+        self.copying(table, "the end")?;
+        let Some(copy) = self.copy.take() else {
+            return Err(Error::new(ErrorKind::Sink, "the copy in progress vanished"));
+        };
+        let target = target_name(&table.name);
+        let started = Instant::now();
+        match copy.writer {
+            Some(CopyWriter::Load {
+                parquet,
+                buffer,
+                upload,
+            }) => {
+                parquet
+                    .into_inner()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .close()
+                    .map_err(parquet_error)?;
+                let rest = drain(&buffer, true);
+                match upload {
+                    Some(mut upload) => self.client.put_chunk(&mut upload, &rest, true).await?,
+                    None => self.client.load_file(&target, rest).await?,
+                }
+            }
+            Some(CopyWriter::Stream { stream, .. }) => {
+                let writer = match self.writer.as_ref() {
+                    Some(writer) => writer,
+                    None => {
+                        return Err(Error::new(
+                            ErrorKind::Sink,
+                            "the Storage Write client is missing",
+                        ))
+                    }
+                };
+                writer.commit(&target, &stream).await?;
+            }
+            None => {}
+        }
+        self.client
+            .query(
+                &mark_copied_sql(self.dataset(), self.identity(), table, snapshot_lsn),
+                &format!("record the copy of {}", table.name),
+            )
+            .await?;
+        info!(
+            table = %table.name,
+            rows = copy.rows,
+            %snapshot_lsn,
+            load_ms = started.elapsed().as_millis() as u64,
+            "copy committed to BigQuery"
+        );
+        Ok(())
+    }
+
+    async fn write_cdc_batch(&mut self, batch: CdcBatch) -> Result<Lsn> {
+        if self.copy.take().is_some() {
+            debug!("dropping an unfinished copy");
+        }
+        let applied = self.apply_batch(&batch).await;
+        if applied.is_err() {
+            // The failed script may or may not have committed: read the
+            // state again before the next batch.
+            self.progress = None;
+        }
+        applied
+    }
+}

@@ -1,0 +1,236 @@
+//! The sink's state in the dataset: how far it has applied the stream, and
+//! which tables it has copied. The SQL here is pure text; the sink runs it.
+//!
+//! `_pg_replicate_state` has one row per identity:
+//!
+//! - `last_lsn`: end LSN of the last batch applied completely — what the
+//!   pipeline may confirm to Postgres;
+//! - `position_*`: how much of the transaction in progress is applied, when
+//!   the sink had to commit part of one (a transaction larger than a batch,
+//!   or a schema change inside a batch): all changes of earlier
+//!   transactions, the row changes of transaction `position_commit_lsn`
+//!   up to sequence `position_seq`, and its first `position_events` other
+//!   events (truncates, schema changes). A restarted sink skips exactly
+//!   these when Postgres sends the transaction again.
+//!
+//! Every change batch is applied by one transaction script that first
+//! asserts the row still holds what this sink last wrote (so a second
+//! writer, or a script that already committed, is noticed) and ends by
+//! writing the new progress.
+//!
+//! `_pg_replicate_copied` has one row per identity and copied table, with
+//! the LSN of the snapshot it was copied in.
+
+use super::schema::{literal, qualified, COPIED_TABLE, STATE_TABLE};
+use crate::types::{Lsn, TableSchema};
+
+/// Version of the state layout; a dataset with another is refused.
+pub const FORMAT_VERSION: i64 = 1;
+
+/// Part of a transaction applied (see the module documentation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Position {
+    /// Commit LSN of the transaction.
+    pub commit_lsn: Lsn,
+    /// Its row changes up to this sequence number are applied; `None`: none.
+    pub seq: Option<u32>,
+    /// Its first `events` truncates and schema changes are applied.
+    pub events: u32,
+}
+
+impl Position {
+    /// Whether a row change of the transaction committed at `commit_lsn`
+    /// with sequence number `seq` is already applied.
+    pub fn covers_row(&self, commit_lsn: Lsn, seq: u32) -> bool {
+        commit_lsn < self.commit_lsn || (commit_lsn == self.commit_lsn && self.seq >= Some(seq))
+    }
+}
+
+/// How far the sink has applied the stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// End LSN of the last batch applied completely.
+    pub last_lsn: Option<Lsn>,
+    /// The part of a transaction applied beyond `last_lsn`, if any.
+    pub position: Option<Position>,
+}
+
+fn number(value: Option<i64>) -> String {
+    value.map_or_else(|| "NULL".to_owned(), |v| v.to_string())
+}
+
+/// LSNs are stored as INT64 (every real LSN is below 2^63).
+fn lsn_value(lsn: Lsn) -> i64 {
+    lsn.0 as i64
+}
+
+impl Progress {
+    fn columns(&self) -> [Option<i64>; 4] {
+        [
+            self.last_lsn.map(lsn_value),
+            self.position.map(|p| lsn_value(p.commit_lsn)),
+            self.position.and_then(|p| p.seq).map(i64::from),
+            self.position.map(|p| i64::from(p.events)),
+        ]
+    }
+}
+
+const PROGRESS_COLUMNS: [&str; 4] = [
+    "last_lsn",
+    "position_commit_lsn",
+    "position_seq",
+    "position_events",
+];
+
+/// `SELECT` of an identity's state row: format version, then the progress
+/// columns.
+pub fn select_progress_sql(dataset: &str, identity: &str) -> String {
+    format!(
+        "SELECT format_version, {} FROM {} WHERE identity = {}",
+        PROGRESS_COLUMNS.join(", "),
+        qualified(dataset, STATE_TABLE),
+        literal(identity)
+    )
+}
+
+/// Parses the row of [`select_progress_sql`].
+pub fn parse_progress(values: &[Option<i64>]) -> Progress {
+    let get = |i: usize| values.get(i).copied().flatten();
+    Progress {
+        last_lsn: get(1).map(|v| Lsn(v as u64)),
+        position: get(2).map(|commit| Position {
+            commit_lsn: Lsn(commit as u64),
+            seq: get(3).map(|s| s as u32),
+            events: get(4).unwrap_or(0) as u32,
+        }),
+    }
+}
+
+/// `INSERT` of a new identity's state row.
+pub fn insert_progress_sql(dataset: &str, identity: &str) -> String {
+    format!(
+        "INSERT INTO {} (identity, format_version, updated_at) VALUES ({}, {FORMAT_VERSION}, CURRENT_TIMESTAMP())",
+        qualified(dataset, STATE_TABLE),
+        literal(identity)
+    )
+}
+
+/// `ASSERT` that the state row of `identity` holds `expected`.
+pub fn assert_progress_sql(dataset: &str, identity: &str, expected: &Progress) -> String {
+    let conditions: Vec<String> = PROGRESS_COLUMNS
+        .iter()
+        .zip(expected.columns())
+        .map(|(column, value)| format!("IFNULL({column}, -1) = {}", value.unwrap_or(-1)))
+        .collect();
+    format!(
+        "ASSERT (SELECT COUNT(*) FROM {} WHERE identity = {} AND {}) = 1 AS {}",
+        qualified(dataset, STATE_TABLE),
+        literal(identity),
+        conditions.join(" AND "),
+        literal(PROGRESS_MOVED)
+    )
+}
+
+/// The message of the [`assert_progress_sql`] failure.
+pub const PROGRESS_MOVED: &str = "pg_replicate: the replication state changed under this sink";
+
+/// `UPDATE` of the state row of `identity` to `next`.
+pub fn update_progress_sql(dataset: &str, identity: &str, next: &Progress) -> String {
+    let assignments: Vec<String> = PROGRESS_COLUMNS
+        .iter()
+        .zip(next.columns())
+        .map(|(column, value)| format!("{column} = {}", number(value)))
+        .collect();
+    format!(
+        "UPDATE {} SET {}, updated_at = CURRENT_TIMESTAMP() WHERE identity = {}",
+        qualified(dataset, STATE_TABLE),
+        assignments.join(", "),
+        literal(identity)
+    )
+}
+
+/// `SELECT table_id, snapshot_lsn` of an identity's copied tables.
+pub fn select_copied_sql(dataset: &str, identity: &str) -> String {
+    format!(
+        "SELECT table_id, snapshot_lsn FROM {} WHERE identity = {}",
+        qualified(dataset, COPIED_TABLE),
+        literal(identity)
+    )
+}
+
+/// `DELETE` of a table's copied record.
+pub fn unmark_copied_sql(dataset: &str, identity: &str, table: &TableSchema) -> String {
+    format!(
+        "DELETE FROM {} WHERE identity = {} AND table_id = {}",
+        qualified(dataset, COPIED_TABLE),
+        literal(identity),
+        table.id.0
+    )
+}
+
+/// `INSERT` of a table's copied record.
+pub fn mark_copied_sql(
+    dataset: &str,
+    identity: &str,
+    table: &TableSchema,
+    snapshot_lsn: Lsn,
+) -> String {
+    format!(
+        "INSERT INTO {} (identity, table_id, table_name, snapshot_lsn, copied_at) VALUES ({}, {}, {}, {}, \
+         CURRENT_TIMESTAMP())",
+        qualified(dataset, COPIED_TABLE),
+        literal(identity),
+        table.id.0,
+        literal(&table.name.to_string()),
+        lsn_value(snapshot_lsn)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_round_trips_through_its_columns() {
+        let progress = Progress {
+            last_lsn: Some(Lsn(0x16B_3748)),
+            position: Some(Position {
+                commit_lsn: Lsn(0x16B_4000),
+                seq: Some(41),
+                events: 2,
+            }),
+        };
+        let mut row = vec![Some(FORMAT_VERSION)];
+        row.extend(progress.columns());
+        assert_eq!(parse_progress(&row), progress);
+        assert_eq!(
+            parse_progress(&[Some(1), None, None, None, None]),
+            Progress::default()
+        );
+        let sql = update_progress_sql("ds", "pub/slot", &Progress::default());
+        assert!(
+            sql.contains("last_lsn = NULL, position_commit_lsn = NULL"),
+            "{sql}"
+        );
+        let sql = assert_progress_sql("ds", "pub/slot", &progress);
+        assert!(sql.contains("IFNULL(position_seq, -1) = 41"), "{sql}");
+    }
+
+    #[test]
+    fn a_position_covers_earlier_transactions_and_the_applied_prefix() {
+        let position = Position {
+            commit_lsn: Lsn(100),
+            seq: Some(5),
+            events: 1,
+        };
+        assert!(position.covers_row(Lsn(99), 1000));
+        assert!(position.covers_row(Lsn(100), 5));
+        assert!(!position.covers_row(Lsn(100), 6));
+        assert!(!position.covers_row(Lsn(101), 0));
+        let none = Position {
+            seq: None,
+            ..position
+        };
+        assert!(!none.covers_row(Lsn(100), 0));
+    }
+}
