@@ -6,12 +6,13 @@
 //!    rows from a CSV file with one load job (its own bulk path, without
 //!    reading Postgres), in the same run;
 //! 2. CDC apply of 500,000 change events (inserts, updates, deletes in
-//!    1,000-row transactions) into the current-state table, next to
-//!    `pg_recvlogical` receiving the same slot range into /dev/null.
+//!    1,000-row transactions) into the current-state table, staged through
+//!    the Storage Write API and through load jobs, next to `pg_recvlogical`
+//!    receiving the same slot range into /dev/null.
 //!
 //! ```text
-//! cargo bench -p pg_replicate_benches --features bigquery --bench bigquery
-//! BENCH_ROWS=200000 BENCH_EVENTS=100000 cargo bench -p pg_replicate_benches --features bigquery --bench bigquery
+//! cargo bench -p pg_replicate_benches --bench bigquery
+//! BENCH_ROWS=200000 BENCH_EVENTS=100000 cargo bench -p pg_replicate_benches --bench bigquery
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use pg_replicate::pipeline::{DataPipeline, PipelineAction};
 use pg_replicate::postgres::throwaway::ThrowawayRole;
 use pg_replicate::sinks::bigquery::{
     BackfillMethod, BigQueryCredentials, BigQuerySink, BigQuerySinkConfig, LocalBigQuery,
+    StagingMethod,
 };
 use pg_replicate::sources::postgres::PostgresSource;
 use pg_replicate::types::TableName;
@@ -71,9 +73,17 @@ async fn count(http: &reqwest::Client, emulator: &LocalBigQuery, table: &str) ->
         .unwrap_or_else(|| panic!("no count in {answer}"))
 }
 
-/// Loads `csv` into `dataset.table` with one multipart load job and waits
-/// until the job is done.
-async fn load_csv(http: &reqwest::Client, emulator: &LocalBigQuery, dataset: &str, csv: &[u8]) {
+/// Loads the CSV file `csv` into `dataset.reference` with one multipart
+/// load job, uploaded by `curl` from a file (so the file's bytes never sit
+/// in this process's memory), and waits until the job is done. The
+/// request body is written to `body` before the clock starts.
+async fn load_csv(
+    http: &reqwest::Client,
+    emulator: &LocalBigQuery,
+    dataset: &str,
+    csv: &Path,
+    body: &Path,
+) -> Duration {
     let job_id = format!("reference_{}", std::process::id());
     let fields = [
         ("id", "INT64"),
@@ -96,27 +106,43 @@ async fn load_csv(http: &reqwest::Client, emulator: &LocalBigQuery, dataset: &st
         }},
     });
     let boundary = "pgr_bench_boundary";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{configuration}\r\n\
-         --{boundary}\r\nContent-Type: text/csv\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(csv);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    http.post(format!(
-        "{}/upload/bigquery/v2/projects/{PROJECT}/jobs?uploadType=multipart",
-        emulator.rest_endpoint()
-    ))
-    .header(
-        "Content-Type",
-        format!("multipart/related; boundary={boundary}"),
-    )
-    .body(body)
-    .send()
-    .await
-    .and_then(|r| r.error_for_status())
-    .unwrap_or_else(|e| panic!("reference load: {e}"));
+    {
+        use std::io::Write as _;
+        let mut out =
+            std::io::BufWriter::new(std::fs::File::create(body).expect("the request body"));
+        write!(
+            out,
+            "--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{configuration}\r\n\
+             --{boundary}\r\nContent-Type: text/csv\r\n\r\n"
+        )
+        .expect("the request body");
+        std::io::copy(
+            &mut std::fs::File::open(csv).expect("the CSV file"),
+            &mut out,
+        )
+        .expect("the request body");
+        write!(out, "\r\n--{boundary}--\r\n").expect("the request body");
+        out.flush().expect("the request body");
+    }
     let started = Instant::now();
+    let upload = Command::new("curl")
+        .args(["-sS", "--fail-with-body", "-X", "POST", "-H"])
+        .arg(format!(
+            "Content-Type: multipart/related; boundary={boundary}"
+        ))
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg(format!(
+            "{}/upload/bigquery/v2/projects/{PROJECT}/jobs?uploadType=multipart",
+            emulator.rest_endpoint()
+        ))
+        .output()
+        .expect("curl (the reference uploads with it)");
+    assert!(
+        upload.status.success(),
+        "reference upload failed: {}",
+        String::from_utf8_lossy(&upload.stdout)
+    );
     loop {
         let job: Value = http
             .get(format!(
@@ -135,7 +161,7 @@ async fn load_csv(http: &reqwest::Client, emulator: &LocalBigQuery, dataset: &st
                 job["status"]["errorResult"].is_null(),
                 "reference load failed: {job}"
             );
-            return;
+            return started.elapsed();
         }
         assert!(
             started.elapsed() < Duration::from_secs(1800),
@@ -156,7 +182,7 @@ fn main() {
     let inserts = events / 3 / TRANSACTION_ROWS * TRANSACTION_ROWS;
     let (updates, deletes) = (inserts, inserts);
     let total = inserts + updates + deletes;
-    create_change_table(&cluster, &["ref", "ours"], "");
+    create_change_table(&cluster, &["ref", "ours_sw", "ours_lj"], "");
     let work = cluster
         .data_dir()
         .parent()
@@ -166,27 +192,14 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let http = reqwest::Client::new();
 
-    // The reference: the same rows from a CSV file, one load job.
-    let csv_path = work.join("t.csv");
-    let export = time_command(
-        client_command(&cluster, "psql", "127.0.0.1")
-            .args(["-X", "-q", "-c"])
-            .arg(format!(
-                "\\copy (SELECT id, i, f, n, s, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), b, j, u \
-                 FROM t) TO '{}' CSV",
-                csv_path.display()
-            )),
-    );
-    let csv = std::fs::read(&csv_path).expect("the exported CSV");
-    let mut measurements = vec![Measurement {
-        name: "psql \\copy t TO file CSV (export only)".into(),
-        count: rows,
-        bytes: Some(csv.len() as u64),
-        elapsed: export.elapsed,
-        peak_rss_mib: Some(export.peak_rss_mib),
-    }];
     runtime.block_on(async {
-        for dataset in ["reference_ds", "load_job_ds", "storage_write_ds", "cdc_ds"] {
+        for dataset in [
+            "reference_ds",
+            "load_job_ds",
+            "storage_write_ds",
+            "cdc_sw_ds",
+            "cdc_lj_ds",
+        ] {
             let answer: Value = http
                 .post(format!(
                     "{}/bigquery/v2/projects/{PROJECT}/datasets",
@@ -207,23 +220,9 @@ fn main() {
                 "create dataset {dataset}: {answer}"
             );
         }
-        let started = Instant::now();
-        load_csv(&http, &emulator, "reference_ds", &csv).await;
-        let elapsed = started.elapsed();
-        assert_eq!(
-            count(&http, &emulator, "reference_ds.reference").await,
-            rows
-        );
-        measurements.push(Measurement {
-            name: "emulator: one CSV load job of the exported file (reference)".into(),
-            count: rows,
-            bytes: Some(csv.len() as u64),
-            elapsed,
-            peak_rss_mib: None,
-        });
     });
-    drop(csv);
 
+    let mut ours = Vec::new();
     for (method, dataset, name) in [
         (
             BackfillMethod::LoadJob,
@@ -259,7 +258,7 @@ fn main() {
             );
             elapsed
         });
-        measurements.push(Measurement {
+        ours.push(Measurement {
             name: name.into(),
             count: rows,
             bytes: None,
@@ -267,6 +266,47 @@ fn main() {
             peak_rss_mib: Some(peak_rss_self_mib()),
         });
     }
+
+    // The reference: the same rows from a CSV file, one load job.
+    let csv_path = work.join("t.csv");
+    let export = time_command(
+        client_command(&cluster, "psql", "127.0.0.1")
+            .args(["-X", "-q", "-c"])
+            .arg(format!(
+                "\\copy (SELECT id, i, f, n, s, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), b, j, u \
+                 FROM t) TO '{}' CSV",
+                csv_path.display()
+            )),
+    );
+    let csv_bytes = std::fs::metadata(&csv_path).map_or(0, |m| m.len());
+    let export = Measurement {
+        name: "psql \\copy t TO file CSV (making the reference's file)".into(),
+        count: rows,
+        bytes: Some(csv_bytes),
+        elapsed: export.elapsed,
+        peak_rss_mib: Some(export.peak_rss_mib),
+    };
+    let mut measurements = Vec::new();
+    runtime.block_on(async {
+        let body = work.join("t.body");
+        let elapsed = load_csv(&http, &emulator, "reference_ds", &csv_path, &body).await;
+        let _ = std::fs::remove_file(&body);
+        assert_eq!(
+            count(&http, &emulator, "reference_ds.reference").await,
+            rows
+        );
+        measurements.push(Measurement {
+            name: "emulator: one CSV load job of the exported file (reference)".into(),
+            count: rows,
+            bytes: Some(csv_bytes),
+            elapsed,
+            peak_rss_mib: None,
+        });
+    });
+    let _ = std::fs::remove_file(&csv_path);
+
+    measurements.extend(ours);
+    measurements.push(export);
     print_table(
         &format!("Backfill of {rows} mixed-type rows into the local-bigquery emulator"),
         "rows",
@@ -276,52 +316,70 @@ fn main() {
     eprintln!("generating {total} change events ...");
     let end_lsn = generate_changes(&cluster, inserts, updates, deletes, TRANSACTION_ROWS);
     let reference = time_command(&mut recvlogical(&cluster, "127.0.0.1", "ref", &end_lsn));
-    let (apply_time, applied) = runtime.block_on(async {
-        let sink = BigQuerySink::connect(
-            BigQuerySinkConfig::new(PROJECT, "cdc_ds", BigQueryCredentials::None)
-                .with_endpoints(emulator.rest_endpoint(), emulator.storage_endpoint())
-                .with_identity("bench_pub/ours"),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect the sink: {e}"));
-        let cancel = CancellationToken::new();
-        let mut sink = CountingSink::new(sink);
-        sink.stop_after = Some((total, cancel.clone()));
-        let (elapsed, sink) = time_cdc(config.clone(), "ours", sink, cancel).await;
-        (elapsed, sink.changes)
-    });
-    assert!(applied >= total, "applied {applied} of {total}");
-    runtime.block_on(async {
-        let expected: u64 = cluster
-            .psql("bench", "SELECT count(*) FROM c WHERE id <> -1")
-            .unwrap_or_else(|e| panic!("count c: {e}"))
-            .trim()
-            .parse()
-            .unwrap_or_default();
-        let stored = count(&http, &emulator, "cdc_ds.public_c WHERE id <> -1").await;
+    let mut applies = vec![Measurement {
+        name: "pg_recvlogical → /dev/null (receive only)".into(),
+        count: total,
+        bytes: None,
+        elapsed: reference.elapsed,
+        peak_rss_mib: Some(reference.peak_rss_mib),
+    }];
+    let expected: u64 = cluster
+        .psql("bench", "SELECT count(*) FROM c WHERE id <> -1")
+        .unwrap_or_else(|e| panic!("count c: {e}"))
+        .trim()
+        .parse()
+        .unwrap_or_default();
+    for (staging, dataset, slot, name) in [
+        (
+            StagingMethod::StorageWrite,
+            "cdc_sw_ds",
+            "ours_sw",
+            "pg_replicate → emulator, staged by Storage Write (applied, committed)",
+        ),
+        (
+            StagingMethod::LoadJob,
+            "cdc_lj_ds",
+            "ours_lj",
+            "pg_replicate → emulator, staged by load jobs (applied, committed)",
+        ),
+    ] {
+        let (elapsed, applied, stored) = runtime.block_on(async {
+            let sink = BigQuerySink::connect(
+                BigQuerySinkConfig::new(PROJECT, dataset, BigQueryCredentials::None)
+                    .with_endpoints(emulator.rest_endpoint(), emulator.storage_endpoint())
+                    .with_identity(format!("bench_pub/{slot}"))
+                    .with_staging(staging),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect the sink: {e}"));
+            let cancel = CancellationToken::new();
+            let mut sink = CountingSink::new(sink);
+            sink.stop_after = Some((total, cancel.clone()));
+            let (elapsed, sink) = time_cdc(config.clone(), slot, sink, cancel).await;
+            let stored = count(
+                &http,
+                &emulator,
+                &format!("{dataset}.public_c WHERE id <> -1"),
+            )
+            .await;
+            (elapsed, sink.changes, stored)
+        });
+        assert!(applied >= total, "applied {applied} of {total}");
         assert_eq!(
             stored, expected,
             "the BigQuery table differs from Postgres in rows"
         );
-    });
+        applies.push(Measurement {
+            name: name.into(),
+            count: total,
+            bytes: None,
+            elapsed,
+            peak_rss_mib: Some(peak_rss_self_mib()),
+        });
+    }
     print_table(
         &format!("CDC apply of {total} change events into the emulator (1,000-row transactions)"),
         "events",
-        &[
-            Measurement {
-                name: "pg_recvlogical → /dev/null (receive only)".into(),
-                count: total,
-                bytes: None,
-                elapsed: reference.elapsed,
-                peak_rss_mib: Some(reference.peak_rss_mib),
-            },
-            Measurement {
-                name: "pg_replicate → BigQuery emulator (applied, committed)".into(),
-                count: total,
-                bytes: None,
-                elapsed: apply_time,
-                peak_rss_mib: Some(peak_rss_self_mib()),
-            },
-        ],
+        &applies,
     );
 }

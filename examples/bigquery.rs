@@ -4,11 +4,11 @@
 //! BigQuery transaction as the changes).
 //!
 //! ```text
-//! cargo run --release --features bigquery --example bigquery -- \
+//! cargo run --release --example bigquery -- \
 //!     --db-host localhost --db-port 5432 --db-name postgres --db-username postgres \
 //!     --project-id my-project --dataset-id replica --service-account-key-file key.json \
 //!     cdc my_publication bigquery_slot
-//! cargo run --release --features bigquery --example bigquery -- ... copy-table public my_table
+//! cargo run --release --example bigquery -- ... copy-table public my_table
 //! ```
 //!
 //! `--bigquery-endpoint http://127.0.0.1:9050 --bigquery-storage-endpoint

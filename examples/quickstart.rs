@@ -6,6 +6,10 @@
 //! It ends by comparing every table in Postgres and DuckDB (row count and a
 //! checksum of the contents) and removes the throwaway server.
 //!
+//! Progress for people goes to stderr (what started, rows copied with their
+//! rate, a CDC status line every two seconds); the comparison and its
+//! verdict to stdout. `RUST_LOG=info` adds the library's own log lines.
+//!
 //! ```text
 //! cargo run --release --example quickstart
 //! DATABASE_URL=postgresql://postgres:secret@localhost/app cargo run --release --example quickstart
@@ -73,10 +77,7 @@ async fn main() -> std::process::ExitCode {
     init_logging();
     match run().await {
         Ok(true) => std::process::ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("Postgres and DuckDB differ");
-            std::process::ExitCode::FAILURE
-        }
+        Ok(false) => std::process::ExitCode::FAILURE,
         Err(error) => {
             eprintln!("error: {error}");
             std::process::ExitCode::FAILURE
@@ -91,7 +92,14 @@ fn io_error(what: &str, error: impl std::error::Error + Send + Sync + 'static) -
 async fn run() -> Result<bool, Error> {
     // A server: DATABASE_URL, or a throwaway one that is removed at the end.
     let (connection, cluster) = match std::env::var("DATABASE_URL") {
-        Ok(url) => (PgConnectionConfig::from_url(&url)?, None),
+        Ok(url) => {
+            let config = PgConnectionConfig::from_url(&url)?;
+            eprintln!(
+                "using the server of DATABASE_URL ({}:{}, database {})",
+                config.host, config.port, config.dbname
+            );
+            (config, None)
+        }
         Err(_) => {
             eprintln!("starting a throwaway PostgreSQL ...");
             let cluster = tokio::task::spawn_blocking(|| {
@@ -103,6 +111,12 @@ async fn run() -> Result<bool, Error> {
             .await
             .map_err(|e| io_error("start-up task failed", e))??;
             let config = cluster.connection_config("postgres", ThrowawayRole::Superuser.name());
+            eprintln!(
+                "a throwaway PostgreSQL ({}) is running on {}:{}, removed at the end",
+                cluster.bin_dir().display(),
+                cluster.host(),
+                cluster.port()
+            );
             (config, Some(cluster))
         }
     };
@@ -117,6 +131,10 @@ async fn run() -> Result<bool, Error> {
         )
     };
     client.batch_execute(SCHEMA).await.map_err(sql_error)?;
+    eprintln!(
+        "sample data: schema quickstart_shop, 1,000 customers and 5,000 orders \
+         (text, arrays, enums, numeric, jsonb, dates, uuids)"
+    );
     // A fresh start: an old slot or file of an earlier quickstart is removed.
     client
         .execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", &[&SLOT])
@@ -138,6 +156,9 @@ async fn run() -> Result<bool, Error> {
     let source = PostgresSource::new(connection.clone(), PUBLICATION, SLOT);
     let mut pipeline =
         DataPipeline::new(source, sink, PipelineAction::Both).with_cancellation(cancel.clone());
+    eprintln!(
+        "replicating publication {PUBLICATION} into {DUCKDB_FILE}: copy the tables, then stream every change"
+    );
     let replication = tokio::spawn(async move { pipeline.start().await });
 
     // Changes committed once the slot exists are all streamed (the copy's
@@ -158,6 +179,7 @@ async fn run() -> Result<bool, Error> {
     }
 
     // The writer: small transactions of inserts, updates and deletes.
+    eprintln!("writer: 200 transactions of inserts, updates and deletes while the pipeline streams them ...");
     let mut written = 0u64;
     let started = Instant::now();
     for step in 1..=200u64 {
@@ -205,7 +227,7 @@ async fn run() -> Result<bool, Error> {
     // Compare every table.
     let duckdb = duckdb::Connection::open(DUCKDB_FILE)
         .map_err(|e| io_error("cannot reopen the DuckDB file", e))?;
-    let mut all_equal = true;
+    let mut differing = 0;
     println!(
         "\n{:<34} {:>8} {:>8}  {:<32}  result",
         "table", "postgres", "duckdb", "checksum (md5 of all rows)"
@@ -227,16 +249,25 @@ async fn run() -> Result<bool, Error> {
             })
             .map_err(|e| io_error("cannot query DuckDB", e))?;
         let equal = pg_count == duck_count && pg_sum == duck_sum;
-        all_equal &= equal;
+        differing += usize::from(!equal);
         println!(
             "{table:<34} {pg_count:>8} {duck_count:>8}  {:<32}  {}",
             pg_sum.as_deref().unwrap_or("-"),
             if equal { "equal" } else { "DIFFERENT" }
         );
     }
-    println!(
-        "\nThe replica is in {DUCKDB_FILE}; open it with the duckdb CLI or any DuckDB client."
-    );
+    if differing == 0 {
+        println!(
+            "\nverdict: EQUAL: all {} tables are the same in Postgres and DuckDB",
+            COMPARED.len()
+        );
+    } else {
+        println!(
+            "\nverdict: DIFFERENT: {differing} of {} tables differ between Postgres and DuckDB",
+            COMPARED.len()
+        );
+    }
+    println!("The replica is in {DUCKDB_FILE}; open it with the duckdb CLI or any DuckDB client.");
 
     drop(client);
     if let Some(cluster) = cluster {
@@ -245,5 +276,5 @@ async fn run() -> Result<bool, Error> {
     } else {
         eprintln!("note: slot {SLOT} and publication {PUBLICATION} stay in your database; drop them when done");
     }
-    Ok(all_equal)
+    Ok(differing == 0)
 }

@@ -7,13 +7,14 @@
 //! cargo run --release --example stdout -- ... copy-table public my_table
 //! ```
 //!
-//! Data goes to stdout, logs to stderr. Ctrl-C stops after handing out the
+//! Data goes to stdout; progress (rows copied, changes/s) to stderr, logs
+//! too with `RUST_LOG=info`. Ctrl-C stops after handing out the
 //! transactions already received.
 
 use clap::Parser;
 use pg_replicate::pipeline::DataPipeline;
 use pg_replicate::sinks::stdout::StdoutSink;
-use pg_replicate_examples::{init_logging, shutdown_on_signal, Command, DbArgs};
+use pg_replicate_examples::{init_logging, shutdown_on_signal, Command, DbArgs, ProgressSink};
 
 /// Print a Postgres database's rows and changes as JSON Lines.
 #[derive(Parser, Debug)]
@@ -31,13 +32,16 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let (source, action, _) = cli.command.into_source(cli.db.connection());
     let source = cli.db.configure(source);
-    let result = DataPipeline::new(source, StdoutSink::new(), action)
+    let result = DataPipeline::new(source, ProgressSink::new(StdoutSink::new()), action)
         .with_cancellation(shutdown_on_signal())
         .start()
         .await;
     match result {
         Ok(report) => {
-            tracing::info!(?report, "done");
+            eprintln!(
+                "done: {} table(s) copied ({} rows), {} transactions written",
+                report.tables_copied, report.rows_copied, report.transactions
+            );
             std::process::ExitCode::SUCCESS
         }
         Err(error) => {

@@ -123,11 +123,12 @@ impl Command {
     }
 }
 
-/// Sends logs to stderr (level from `RUST_LOG`, default `info`), keeping
-/// stdout for data.
+/// Sends logs to stderr, keeping stdout for data. Only warnings and errors
+/// unless `RUST_LOG` asks for more (`RUST_LOG=info`, `RUST_LOG=pg_replicate=debug`):
+/// the examples print their own progress lines for people.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -141,7 +142,7 @@ pub fn shutdown_on_signal() -> CancellationToken {
     let cancel = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutting down: finishing the current batch");
+        eprintln!("shutting down: storing and confirming what was received ...");
         cancel.cancel();
     });
     token
