@@ -342,3 +342,132 @@ async fn a_value_bigquery_cannot_hold_names_table_and_column() {
     assert!(!text.contains("12:34:56"), "row value in {text}");
     assert_eq!(dataset.copied().await, 0);
 }
+
+const CHILD_ENV: &str = "PGR_BIGQUERY_KILL_CHILD";
+
+/// Replicates into BigQuery until killed: the process the kill test
+/// starts (this test binary again), configured through `CHILD_ENV`.
+#[tokio::test]
+#[ignore = "started as a child process by killed_at_any_point_converges_exactly_once"]
+async fn killed_child_process() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
+    let text = |key: &str| spec[key].as_str().unwrap().to_owned();
+    // The parent's server and emulator, not ones of this process.
+    let config = pg_replicate::postgres::PgConnectionConfig {
+        host: text("host"),
+        port: spec["port"].as_u64().unwrap() as u16,
+        dbname: text("db"),
+        username: text("user"),
+        password: spec["password"].as_str().map(str::to_owned),
+        ssl_mode: pg_replicate::postgres::SslMode::Disable,
+        ssl_root_cert: None,
+    };
+    let sink = BigQuerySink::connect(
+        BigQuerySinkConfig::new(PROJECT, text("dataset"), BigQueryCredentials::None)
+            .with_endpoints(text("rest"), text("grpc"))
+            .with_identity(text("identity")),
+    )
+    .await
+    .unwrap();
+    let source = pg_replicate::sources::postgres::PostgresSource::new(
+        config,
+        text("publication"),
+        text("slot"),
+    );
+    pg_replicate::pipeline::DataPipeline::new(source, sink, PipelineAction::Both)
+        .with_batch_config(crate::common::test_batch_config())
+        .start()
+        .await
+        .unwrap();
+}
+
+fn spawn_child(
+    db: &TestDb,
+    dataset: &Dataset,
+    publication: &str,
+    slot: &str,
+) -> std::process::Child {
+    let config = db.config();
+    let spec = serde_json::json!({
+        "host": config.host,
+        "port": config.port,
+        "user": config.username,
+        "password": config.password,
+        "db": db.name(),
+        "publication": publication,
+        "slot": slot,
+        "identity": format!("{publication}/{slot}"),
+        "dataset": dataset.id,
+        "rest": emulator().rest_endpoint(),
+        "grpc": emulator().storage_endpoint(),
+    });
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "bigquery::killed_child_process",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, spec.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn killed_at_any_point_converges_exactly_once() {
+    let db = fresh_database("bq_kill").await;
+    let dataset = Dataset::new(&db).await;
+    let (publication, slot) = (db.unique_name("pub"), db.unique_name("slot"));
+    let identity = format!("{publication}/{slot}");
+    db.execute(&format!(
+        "CREATE TABLE work (id bigint PRIMARY KEY, v bigint, doc text);
+         CREATE TABLE log (host text, n bigint);
+         ALTER TABLE log REPLICA IDENTITY FULL;
+         INSERT INTO work SELECT g, g, repeat('d', 2500) || g FROM generate_series(1, 20000) g;
+         INSERT INTO log SELECT 'h' || g % 3, g FROM generate_series(1, 500) g;
+         CREATE PUBLICATION {publication} FOR TABLE work, log"
+    ))
+    .await;
+    // `kill -9` early (slot creation, backfill), then during CDC while
+    // changes keep coming; after each, the slot is not ahead of the dataset.
+    let mut round = 0;
+    for wait_ms in [300u64, 1500, 3000, 2000, 4000] {
+        let mut child = spawn_child(&db, &dataset, &publication, &slot);
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_millis(wait_ms) {
+            db.execute(&workload(round)).await;
+            round += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        crate::common::wait_slot_inactive(&db, &slot).await;
+        if let (Some(confirmed), Ok(stored)) = (
+            confirmed_flush(&db, &slot).await,
+            dataset.stored_lsn(&identity).await,
+        ) {
+            assert!(
+                confirmed <= Lsn(stored),
+                "slot confirmed {confirmed} but the dataset stored only {}",
+                Lsn(stored)
+            );
+        }
+    }
+    // A last run in this process catches up, with one more transaction
+    // that only the stream can bring.
+    let sink = BigQuerySink::connect(dataset.config(&identity))
+        .await
+        .unwrap();
+    let running = start_bq(&db, &publication, &slot, sink);
+    wait_copied(&dataset, 2).await;
+    db.execute(&workload(round)).await;
+    wait_converged(&db, &dataset, "work", "public_work", WORK).await;
+    wait_converged(&db, &dataset, "log", "public_log", LOG).await;
+    running.stop().await.unwrap();
+    assert_confirmed_not_ahead(&db, &dataset, &slot, &identity).await;
+}
