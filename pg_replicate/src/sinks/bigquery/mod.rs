@@ -16,9 +16,11 @@
 mod auth;
 mod client;
 mod config;
+mod copy;
 mod emulator;
 mod encoder;
 mod errors;
+mod pending;
 mod proto;
 mod retry;
 pub mod schema;

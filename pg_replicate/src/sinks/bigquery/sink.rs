@@ -10,22 +10,20 @@
 //! sink skips what it covers.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use arrow::array::{Array, BooleanArray, RecordBatch, UInt32Array, UInt64Array};
-use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
 use async_trait::async_trait;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 use prost_types::DescriptorProto;
 use tracing::{debug, info};
 
-use super::client::{BigQueryClient, ExistingColumn, ResumableUpload, UPLOAD_CHUNK};
+use super::client::{BigQueryClient, ExistingColumn};
 use super::config::{BackfillMethod, BigQuerySinkConfig, StagingMethod};
+use super::copy::{drain, parquet_error, parquet_file, parquet_writer, Copy, CopyWriter};
 use super::encoder::encode_rows;
+use super::pending::{advance_rows, uncovered, Pending, PendingTable};
 use super::proto;
 use super::schema::{
     bigquery_type, check_names, create_state_sql, create_target_sql, qualified, quote,
@@ -39,9 +37,7 @@ use super::state::{
 };
 use super::storage_write::StorageWriter;
 use crate::sinks::Sink;
-use crate::types::change::{
-    CdcBatch, CdcEvent, ResumptionState, COMMIT_LSN_COLUMN, SEQUENCE_COLUMN,
-};
+use crate::types::change::{CdcBatch, CdcEvent, ResumptionState};
 use crate::types::{Lsn, TableId, TableSchema};
 use crate::{Error, ErrorKind, Result};
 
@@ -67,155 +63,6 @@ pub struct BigQuerySink {
     /// Truncates seen of the transaction in progress: its commit LSN and
     /// their count (they are counted by [`Position::events`]).
     truncates: (Lsn, u32),
-}
-
-/// A table's backfill in progress.
-struct Copy {
-    table: Arc<TableSchema>,
-    rows: u64,
-    writer: Option<CopyWriter>,
-}
-
-enum CopyWriter {
-    /// Parquet streamed through a resumable upload.
-    Load {
-        /// In a mutex only to make the sink `Sync` (Parquet's encoders are
-        /// `Send` but not `Sync`); never contended.
-        parquet: Mutex<ArrowWriter<SharedBuffer>>,
-        buffer: Arc<Mutex<Vec<u8>>>,
-        upload: Option<ResumableUpload>,
-    },
-    /// Rows appended to a pending Storage Write stream.
-    Stream {
-        stream: String,
-        offset: i64,
-        descriptor: DescriptorProto,
-    },
-}
-
-/// The Parquet writer's output, drained in upload chunks while it writes.
-struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for SharedBuffer {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        lock(&self.0).extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn lock(buffer: &Mutex<Vec<u8>>) -> std::sync::MutexGuard<'_, Vec<u8>> {
-    // The buffer holds plain bytes: a panic elsewhere cannot leave it
-    // inconsistent.
-    buffer
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Takes the whole upload chunks (or, with `all`, everything) written so far.
-fn drain(buffer: &Mutex<Vec<u8>>, all: bool) -> Vec<u8> {
-    let mut bytes = lock(buffer);
-    let take = if all {
-        bytes.len()
-    } else {
-        bytes.len() / UPLOAD_CHUNK * UPLOAD_CHUNK
-    };
-    bytes.drain(..take).collect()
-}
-
-/// The changes of one table waiting for the next script.
-struct PendingTable {
-    table: Arc<TableSchema>,
-    staged: Vec<RecordBatch>,
-    rows: usize,
-    last_round: u32,
-    reads: bool,
-    steps: Vec<Step>,
-}
-
-/// Everything waiting for the next script, tables in first-touched order.
-#[derive(Default)]
-struct Pending {
-    tables: Vec<PendingTable>,
-}
-
-impl Pending {
-    fn entry(&mut self, table: &Arc<TableSchema>) -> &mut PendingTable {
-        let at = match self.tables.iter().position(|t| t.table.id == table.id) {
-            Some(at) => at,
-            None => {
-                self.tables.push(PendingTable {
-                    table: table.clone(),
-                    staged: Vec::new(),
-                    rows: 0,
-                    last_round: 0,
-                    reads: false,
-                    steps: Vec::new(),
-                });
-                self.tables.len() - 1
-            }
-        };
-        &mut self.tables[at]
-    }
-}
-
-/// The row changes of `batch` not covered by `position`, or `None` when
-/// all are.
-fn uncovered(batch: &RecordBatch, position: Option<Position>) -> Result<Option<RecordBatch>> {
-    let Some(position) = position else {
-        return Ok((batch.num_rows() > 0).then(|| batch.clone()));
-    };
-    let (commits, seqs) = commits_and_seqs(batch)?;
-    let keep: BooleanArray = (0..batch.num_rows())
-        .map(|i| Some(!position.covers_row(Lsn(commits.value(i)), seqs.value(i))))
-        .collect();
-    if keep.true_count() == 0 {
-        return Ok(None);
-    }
-    if keep.true_count() == batch.num_rows() {
-        return Ok(Some(batch.clone()));
-    }
-    filter_record_batch(batch, &keep)
-        .map(Some)
-        .map_err(|e| Error::with_source(ErrorKind::Sink, "filter changes already applied", e))
-}
-
-fn commits_and_seqs(batch: &RecordBatch) -> Result<(&UInt64Array, &UInt32Array)> {
-    let commits = batch
-        .column_by_name(COMMIT_LSN_COLUMN)
-        .and_then(|c| c.as_any().downcast_ref::<UInt64Array>());
-    let seqs = batch
-        .column_by_name(SEQUENCE_COLUMN)
-        .and_then(|c| c.as_any().downcast_ref::<UInt32Array>());
-    commits.zip(seqs).ok_or_else(|| {
-        Error::new(
-            ErrorKind::Sink,
-            "a change batch lacks its commit LSN or sequence column; this is a bug in the caller",
-        )
-    })
-}
-
-/// Moves `applied` past the last row change of `batch`.
-fn advance_rows(applied: &mut Option<Position>, batch: &RecordBatch) -> Result<()> {
-    let (commits, seqs) = commits_and_seqs(batch)?;
-    for i in 0..batch.num_rows() {
-        let (commit, seq) = (Lsn(commits.value(i)), seqs.value(i));
-        match applied {
-            Some(p) if p.commit_lsn == commit => p.seq = p.seq.max(Some(seq)),
-            Some(p) if p.commit_lsn > commit => {}
-            _ => {
-                *applied = Some(Position {
-                    commit_lsn: commit,
-                    seq: Some(seq),
-                    events: 0,
-                })
-            }
-        }
-    }
-    Ok(())
 }
 
 fn integer(cell: &Option<String>, what: &str) -> Result<Option<i64>> {
@@ -700,40 +547,6 @@ impl BigQuerySink {
             )),
         }
     }
-}
-
-/// `rows` as one Parquet file.
-fn parquet_file(rows: &RecordBatch, row_group_rows: usize) -> Result<Vec<u8>> {
-    let buffer = Arc::new(Mutex::new(Vec::new()));
-    let mut writer = parquet_writer(&rows.schema(), &buffer, row_group_rows)?;
-    writer.write(rows).map_err(parquet_error)?;
-    writer.close().map_err(parquet_error)?;
-    Ok(drain(&buffer, true))
-}
-
-fn parquet_writer(
-    schema: &arrow::datatypes::SchemaRef,
-    buffer: &Arc<Mutex<Vec<u8>>>,
-    row_group_rows: usize,
-) -> Result<ArrowWriter<SharedBuffer>> {
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
-        .build();
-    ArrowWriter::try_new(
-        SharedBuffer(buffer.clone()),
-        schema.clone(),
-        Some(properties),
-    )
-    .map_err(parquet_error)
-}
-
-fn parquet_error(error: parquet::errors::ParquetError) -> Error {
-    Error::with_source(
-        ErrorKind::Sink,
-        "write rows as Parquet for a load job",
-        error,
-    )
 }
 
 #[async_trait]
