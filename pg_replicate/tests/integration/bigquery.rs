@@ -453,6 +453,7 @@ async fn killed_at_any_point_converges_exactly_once() {
         // transactions do not fail each other as BigQuery's do). Until the
         // sink waits for its identity's running jobs at start, the next
         // run starts once such a script is done.
+        dataset.wait_no_running_jobs().await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         if let (Some(confirmed), Ok(stored)) = (
             confirmed_flush(&db, &slot).await,

@@ -143,6 +143,35 @@ impl Dataset {
             .ok_or_else(|| format!("no last_lsn for identity {identity:?}: {rows:?}"))
     }
 
+    /// Waits until the emulator runs no job (pending or running), at most
+    /// 60 s.
+    pub async fn wait_no_running_jobs(&self) {
+        let url = format!(
+            "{}/bigquery/v2/projects/{PROJECT}/jobs?stateFilter=running&stateFilter=pending",
+            emulator().rest_endpoint()
+        );
+        let started = Instant::now();
+        loop {
+            let answer: Value = self
+                .http
+                .get(&url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if answer["jobs"].as_array().is_none_or(|jobs| jobs.is_empty()) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the emulator still runs jobs after 60 s: {answer}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Number of tables recorded as copied.
     pub async fn copied(&self) -> usize {
         match self
