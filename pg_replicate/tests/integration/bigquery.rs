@@ -165,20 +165,26 @@ fn workload(round: u64) -> String {
     sql
 }
 
+/// Tables `work` (keyed, `work_rows` rows with a long text) and `log`
+/// (no key, insert-only), and a publication of both.
+async fn create_work_and_log(db: &TestDb, publication: &str, work_rows: u64) {
+    db.execute(&format!(
+        "CREATE TABLE work (id bigint PRIMARY KEY, v bigint, doc text);
+         CREATE TABLE log (host text, n bigint);
+         ALTER TABLE log REPLICA IDENTITY FULL;
+         INSERT INTO work SELECT g, g, repeat('d', 2500) || g FROM generate_series(1, {work_rows}) g;
+         INSERT INTO log SELECT 'h' || g % 3, g FROM generate_series(1, 500) g;
+         CREATE PUBLICATION {publication} FOR TABLE work, log"
+    ))
+    .await;
+}
+
 async fn restart_trial(staging: StagingMethod, backfill: BackfillMethod, name: &str) {
     let db = fresh_database(name).await;
     let dataset = Dataset::new(&db).await;
     let (publication, slot) = (db.unique_name("pub"), db.unique_name("slot"));
     let identity = format!("{publication}/{slot}");
-    db.execute(&format!(
-        "CREATE TABLE work (id bigint PRIMARY KEY, v bigint, doc text);
-         CREATE TABLE log (host text, n bigint);
-         ALTER TABLE log REPLICA IDENTITY FULL;
-         INSERT INTO work SELECT g, g, repeat('d', 2500) || g FROM generate_series(1, 3000) g;
-         INSERT INTO log SELECT 'h' || g % 3, g FROM generate_series(1, 500) g;
-         CREATE PUBLICATION {publication} FOR TABLE work, log"
-    ))
-    .await;
+    create_work_and_log(&db, &publication, 3000).await;
     let config = || {
         dataset
             .config(&identity)
@@ -424,15 +430,7 @@ async fn killed_at_any_point_converges_exactly_once() {
     let dataset = Dataset::new(&db).await;
     let (publication, slot) = (db.unique_name("pub"), db.unique_name("slot"));
     let identity = format!("{publication}/{slot}");
-    db.execute(&format!(
-        "CREATE TABLE work (id bigint PRIMARY KEY, v bigint, doc text);
-         CREATE TABLE log (host text, n bigint);
-         ALTER TABLE log REPLICA IDENTITY FULL;
-         INSERT INTO work SELECT g, g, repeat('d', 2500) || g FROM generate_series(1, 20000) g;
-         INSERT INTO log SELECT 'h' || g % 3, g FROM generate_series(1, 500) g;
-         CREATE PUBLICATION {publication} FOR TABLE work, log"
-    ))
-    .await;
+    create_work_and_log(&db, &publication, 20000).await;
     // `kill -9` early (slot creation, backfill), then during CDC while
     // changes keep coming; after each, the slot is not ahead of the dataset.
     let mut round = 0;
