@@ -36,7 +36,7 @@ const TRANSACTION_ROWS: u64 = 1000;
 
 /// The emulator's environment, installed on first use.
 fn venv() -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/emulators/bigquery");
+    let script = Path::new(&manifest_dir()).join("../scripts/emulators/bigquery");
     let output = Command::new("bash")
         .arg(&script)
         .stderr(Stdio::inherit())
@@ -382,4 +382,10 @@ fn main() {
         "events",
         &applies,
     );
+}
+
+/// The package's directory: cargo's value at run time (the build directory
+/// may be shared by checkouts in other places), else the one built in.
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
 }

@@ -87,7 +87,7 @@ fn main() {
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let config = cluster.connection_config("bench", ThrowawayRole::Superuser.name());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("reference/postgres_scanner.py");
+    let script = Path::new(&manifest_dir()).join("reference/postgres_scanner.py");
 
     let mut scanner_times = Vec::new();
     let mut our_times = Vec::new();
@@ -157,4 +157,10 @@ fn main() {
             },
         ],
     );
+}
+
+/// The package's directory: cargo's value at run time (the build directory
+/// may be shared by checkouts in other places), else the one built in.
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
 }

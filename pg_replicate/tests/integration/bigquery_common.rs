@@ -24,7 +24,7 @@ fn venv() -> PathBuf {
     if let Ok(path) = std::env::var("PG_REPLICATE_BIGQUERY_VENV") {
         return PathBuf::from(path);
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/emulators/bigquery");
+    let script = Path::new(&manifest_dir()).join("../scripts/emulators/bigquery");
     let output = Command::new("bash")
         .arg(&script)
         .stderr(Stdio::inherit())
@@ -141,35 +141,6 @@ impl Dataset {
             .and_then(|cell| cell.as_deref())
             .and_then(|text| text.parse().ok())
             .ok_or_else(|| format!("no last_lsn for identity {identity:?}: {rows:?}"))
-    }
-
-    /// Waits until the emulator runs no job (pending or running), at most
-    /// 60 s.
-    pub async fn wait_no_running_jobs(&self) {
-        let url = format!(
-            "{}/bigquery/v2/projects/{PROJECT}/jobs?stateFilter=running&stateFilter=pending",
-            emulator().rest_endpoint()
-        );
-        let started = Instant::now();
-        loop {
-            let answer: Value = self
-                .http
-                .get(&url)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if answer["jobs"].as_array().is_none_or(|jobs| jobs.is_empty()) {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the emulator still runs jobs after 60 s: {answer}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     /// Number of tables recorded as copied.
@@ -322,6 +293,20 @@ pub async fn wait_converged(
     bq_table: &str,
     spec: &[(&str, Kind)],
 ) {
+    if let Err(error) = try_wait_converged(db, dataset, pg_table, bq_table, spec).await {
+        panic!("{error}");
+    }
+}
+
+/// Waits (at most 90 s) until BigQuery table `bq_table` equals Postgres
+/// `pg_table`; else says how they differ.
+pub async fn try_wait_converged(
+    db: &TestDb,
+    dataset: &Dataset,
+    pg_table: &str,
+    bq_table: &str,
+    spec: &[(&str, Kind)],
+) -> Result<(), String> {
     let started = Instant::now();
     loop {
         // A query can fail while the sink is still changing the table's
@@ -329,37 +314,44 @@ pub async fn wait_converged(
         let (expected, actual) = match both_sides(db, dataset, pg_table, bq_table, spec).await {
             Ok(sides) => sides,
             Err(error) => {
-                assert!(
-                    started.elapsed() < Duration::from_secs(90),
-                    "{bq_table} could not be read for 90 s: {error}"
-                );
+                if started.elapsed() > Duration::from_secs(90) {
+                    return Err(format!("{bq_table} could not be read for 90 s: {error}"));
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
         if expected == actual {
-            return;
+            return Ok(());
         }
         if started.elapsed() > Duration::from_secs(90) {
-            let missing: Vec<_> = expected
-                .iter()
-                .filter(|r| !actual.contains(r))
-                .take(3)
-                .collect();
-            let extra: Vec<_> = actual
-                .iter()
-                .filter(|r| !expected.contains(r))
-                .take(3)
-                .collect();
-            panic!(
-                "{bq_table} did not converge to {pg_table} ({} rows in Postgres, {} in BigQuery):\n\
-                 only in postgres: {missing:?}\nonly in bigquery: {extra:?}",
+            return Err(format!(
+                "{bq_table} did not converge to {pg_table} ({} rows in Postgres, {} in BigQuery); \
+                 rows whose count differs (BigQuery minus Postgres): {:?}",
                 expected.len(),
-                actual.len()
-            );
+                actual.len(),
+                count_differences(&expected, &actual)
+            ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Rows held a different number of times on the two sides, with how many
+/// more times the second side holds them (at most 20).
+fn count_differences<T: Ord + Clone>(expected: &[T], actual: &[T]) -> Vec<(T, i64)> {
+    let mut counts = std::collections::BTreeMap::<T, i64>::new();
+    for row in expected {
+        *counts.entry(row.clone()).or_default() -= 1;
+    }
+    for row in actual {
+        *counts.entry(row.clone()).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .filter(|(_, n)| *n != 0)
+        .take(20)
+        .collect()
 }
 
 /// Waits until `tables` tables are recorded as copied.
@@ -372,4 +364,10 @@ pub async fn wait_copied(dataset: &Dataset, tables: usize) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The package's directory: cargo's value at run time (the build directory
+/// may be shared by checkouts in other places), else the one built in.
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
 }

@@ -23,7 +23,7 @@ use super::client::{BigQueryClient, ExistingColumn};
 use super::config::{BackfillMethod, BigQuerySinkConfig, StagingMethod};
 use super::copy::{drain, parquet_error, parquet_file, parquet_writer, Copy, CopyWriter};
 use super::encoder::encode_rows;
-use super::pending::{advance_rows, uncovered, Pending, PendingTable};
+use super::pending::{advance_rows, commit_range, uncovered, Pending, PendingTable};
 use super::proto;
 use super::schema::{
     bigquery_type, check_names, create_state_sql, create_target_sql, qualified, quote,
@@ -40,6 +40,11 @@ use crate::sinks::Sink;
 use crate::types::change::{CdcBatch, CdcEvent, ResumptionState};
 use crate::types::{Lsn, TableId, TableSchema};
 use crate::{Error, ErrorKind, Result};
+
+/// How often a batch is applied again because the stored state moved on
+/// under the sink (a killed process's script committing late) before the
+/// sink concludes that another pipeline writes with its identity.
+const STATE_MOVES: usize = 3;
 
 /// How often a script whose staging check failed is staged and run again.
 const STAGING_ATTEMPTS: usize = 3;
@@ -196,6 +201,7 @@ impl BigQuerySink {
                 ))
             }
         };
+        debug!(?progress, "replication state read");
         self.progress = Some(progress);
         Ok(progress)
     }
@@ -344,12 +350,14 @@ impl BigQuerySink {
     }
 
     /// Stages `pending` and runs the script that applies it and moves the
-    /// state to `next`.
-    async fn flush(&mut self, pending: &mut Pending, next: Progress) -> Result<()> {
+    /// state to `next`. `false` when the state had moved on (the last
+    /// script of a killed process committed late): nothing is applied, the
+    /// new state is read, and the batch must be applied again against it.
+    async fn flush(&mut self, pending: &mut Pending, next: Progress) -> Result<bool> {
         let expected = self.progress().await?;
         if pending.tables.iter().all(|t| t.steps.is_empty()) && next == expected {
             pending.tables.clear();
-            return Ok(());
+            return Ok(true);
         }
         let started = Instant::now();
         let mut attempt = 0;
@@ -370,25 +378,25 @@ impl BigQuerySink {
                 })
                 .collect();
             let script = apply_script(self.dataset(), self.identity(), &expected, &next, &works);
+            debug!(?expected, ?next, attempt, "running a change script");
             match self.client.query(&script, "apply a change batch").await {
                 Ok(_) => break,
                 Err(error) if error.message().contains(PROGRESS_MOVED) => {
                     // A retried script whose first run had committed finds
                     // the state already moved to `next`.
                     self.progress = None;
-                    if self.read_progress().await? == next {
+                    let now = self.read_progress().await?;
+                    if now == next {
                         break;
                     }
-                    return Err(Error::new(
-                        ErrorKind::Sink,
-                        format!(
-                            "the replication state of identity {:?} in dataset {} changed while this sink \
-                             was writing: another pipeline writes the same dataset with the same identity; \
-                             stop it, or give each pipeline its own identity",
-                            self.identity(),
-                            self.dataset()
-                        ),
-                    ));
+                    debug!(
+                        ?expected,
+                        ?now,
+                        "the replication state moved under this sink; applying the batch again"
+                    );
+                    self.clear_staging(pending).await?;
+                    pending.tables.clear();
+                    return Ok(false);
                 }
                 Err(error)
                     if error.message().contains(STAGED_ROWS_WRONG)
@@ -398,19 +406,7 @@ impl BigQuerySink {
                         attempt,
                         "staging tables held other rows than staged; staging again"
                     );
-                    let clear: Vec<String> = pending
-                        .tables
-                        .iter()
-                        .map(|t| {
-                            format!(
-                                "DELETE FROM {} WHERE TRUE",
-                                qualified(self.dataset(), &staging_name(&t.table.name))
-                            )
-                        })
-                        .collect();
-                    self.client
-                        .query(&clear.join(";\n"), "empty the staging tables")
-                        .await?;
+                    self.clear_staging(pending).await?;
                 }
                 Err(error) => return Err(error),
             }
@@ -424,15 +420,46 @@ impl BigQuerySink {
         );
         self.progress = Some(next);
         pending.tables.clear();
+        Ok(true)
+    }
+
+    /// Empties the staging tables of `pending`.
+    async fn clear_staging(&self, pending: &Pending) -> Result<()> {
+        let clear: Vec<String> = pending
+            .tables
+            .iter()
+            .map(|t| {
+                format!(
+                    "DELETE FROM {} WHERE TRUE",
+                    qualified(self.dataset(), &staging_name(&t.table.name))
+                )
+            })
+            .collect();
+        if clear.is_empty() {
+            return Ok(());
+        }
+        self.client
+            .query(&clear.join(";\n"), "empty the staging tables")
+            .await?;
         Ok(())
     }
 
-    async fn apply_batch(&mut self, batch: &CdcBatch) -> Result<Lsn> {
+    /// Applies `batch` against the stored state; `None` when the state
+    /// moved on meanwhile (see [`Self::flush`]).
+    async fn apply_batch(&mut self, batch: &CdcBatch) -> Result<Option<Lsn>> {
         let stored = self.progress().await?;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            debug!(
+                end_lsn = %batch.end_lsn,
+                continues = batch.continues,
+                commits = ?commit_range(batch),
+                "change batch received"
+            );
+        }
         let durable = stored.last_lsn.unwrap_or(Lsn::ZERO);
         if !batch.continues && stored.last_lsn.is_some_and(|last| batch.end_lsn <= last) {
             debug!(end_lsn = %batch.end_lsn, last = %durable, "batch already applied; skipping it");
-            return Ok(durable);
+            return Ok(Some(durable));
         }
         let mut applied = stored.position;
         let mut pending = Pending::default();
@@ -450,10 +477,12 @@ impl BigQuerySink {
                             last_lsn: stored.last_lsn,
                             position: applied,
                         };
-                        self.flush(&mut pending, next).await?;
+                        if !self.flush(&mut pending, next).await? {
+                            return Ok(None);
+                        }
                         self.change_schema(table).await?;
                     }
-                    let Some(rows) = uncovered(&changes.batch, stored.position)? else {
+                    let Some(rows) = uncovered(&changes.batch, &stored)? else {
                         continue;
                     };
                     advance_rows(&mut applied, &rows)?;
@@ -484,11 +513,7 @@ impl BigQuerySink {
                     }
                     self.truncates.1 += 1;
                     let index = self.truncates.1;
-                    let covered = stored.position.is_some_and(|p| {
-                        *commit_lsn < p.commit_lsn
-                            || (*commit_lsn == p.commit_lsn && index <= p.events)
-                    });
-                    if covered {
+                    if stored.covers_event(*commit_lsn, index) {
                         continue;
                     }
                     match &mut applied {
@@ -510,7 +535,9 @@ impl BigQuerySink {
                         last_lsn: stored.last_lsn,
                         position: applied,
                     };
-                    self.flush(&mut pending, next).await?;
+                    if !self.flush(&mut pending, next).await? {
+                        return Ok(None);
+                    }
                     self.change_schema(new).await?;
                 }
                 CdcEvent::Message { prefix, lsn, .. } => {
@@ -523,15 +550,15 @@ impl BigQuerySink {
                 last_lsn: stored.last_lsn,
                 position: applied,
             };
-            self.flush(&mut pending, next).await?;
-            return Ok(durable);
+            let flushed = self.flush(&mut pending, next).await?;
+            return Ok(flushed.then_some(durable));
         }
         let next = Progress {
             last_lsn: Some(batch.end_lsn),
             position: None,
         };
-        self.flush(&mut pending, next).await?;
-        Ok(batch.end_lsn)
+        let flushed = self.flush(&mut pending, next).await?;
+        Ok(flushed.then_some(batch.end_lsn))
     }
 
     fn copying(&mut self, table: &TableSchema, what: &str) -> Result<&mut Copy> {
@@ -573,7 +600,12 @@ impl Sink for BigQuerySink {
                         format!("the sink's copied-tables table holds table id {id}, not a Postgres oid"),
                     )
                 })?;
-                copied_tables.insert(TableId(id), Lsn(lsn as u64));
+                // Two rows for a table: a killed process's record landed
+                // late beside the copy that replaced its one; the latest
+                // snapshot is the table's.
+                let lsn = Lsn(lsn as u64);
+                let at = copied_tables.entry(TableId(id)).or_insert(lsn);
+                *at = (*at).max(lsn);
             }
         }
         Ok(ResumptionState {
@@ -773,12 +805,28 @@ impl Sink for BigQuerySink {
         if self.copy.take().is_some() {
             debug!("dropping an unfinished copy");
         }
-        let applied = self.apply_batch(&batch).await;
-        if applied.is_err() {
-            // The failed script may or may not have committed: read the
-            // state again before the next batch.
-            self.progress = None;
+        for _ in 0..STATE_MOVES {
+            match self.apply_batch(&batch).await {
+                Ok(Some(lsn)) => return Ok(lsn),
+                Ok(None) => continue,
+                Err(error) => {
+                    // The failed script may or may not have committed: read
+                    // the state again before the next batch.
+                    self.progress = None;
+                    return Err(error);
+                }
+            }
         }
-        applied
+        self.progress = None;
+        Err(Error::new(
+            ErrorKind::Sink,
+            format!(
+                "the replication state of identity {:?} in dataset {} kept changing while this sink was \
+                 writing: another pipeline writes the same dataset with the same identity; stop it, or give \
+                 each pipeline its own identity",
+                self.identity(),
+                self.dataset()
+            ),
+        ))
     }
 }

@@ -65,6 +65,26 @@ fn lsn_value(lsn: Lsn) -> i64 {
 }
 
 impl Progress {
+    /// Whether a row change of the transaction committed at `commit_lsn`
+    /// with sequence number `seq` is already applied: its transaction
+    /// committed before `last_lsn`, or the position covers it. The sink
+    /// checks this itself rather than trust where the stream resumes: a
+    /// killed process's last script can commit after the restarted
+    /// pipeline chose its start.
+    pub fn covers_row(&self, commit_lsn: Lsn, seq: u32) -> bool {
+        self.last_lsn.is_some_and(|last| commit_lsn < last)
+            || self.position.is_some_and(|p| p.covers_row(commit_lsn, seq))
+    }
+
+    /// Whether the `index`-th truncate or schema change (from 1) of the
+    /// transaction committed at `commit_lsn` is already applied.
+    pub fn covers_event(&self, commit_lsn: Lsn, index: u32) -> bool {
+        self.last_lsn.is_some_and(|last| commit_lsn < last)
+            || self.position.is_some_and(|p| {
+                commit_lsn < p.commit_lsn || (commit_lsn == p.commit_lsn && index <= p.events)
+            })
+    }
+
     fn columns(&self) -> [Option<i64>; 4] {
         [
             self.last_lsn.map(lsn_value),
@@ -232,5 +252,31 @@ mod tests {
             ..position
         };
         assert!(!none.covers_row(Lsn(100), 0));
+    }
+
+    #[test]
+    fn progress_covers_transactions_committed_before_its_last_lsn() {
+        let done = Progress {
+            last_lsn: Some(Lsn(100)),
+            position: None,
+        };
+        assert!(done.covers_row(Lsn(99), 7));
+        assert!(done.covers_event(Lsn(99), 1));
+        assert!(!done.covers_row(Lsn(100), 0));
+        assert!(!done.covers_event(Lsn(150), 1));
+        let partial = Progress {
+            last_lsn: Some(Lsn(100)),
+            position: Some(Position {
+                commit_lsn: Lsn(200),
+                seq: Some(3),
+                events: 1,
+            }),
+        };
+        assert!(partial.covers_row(Lsn(150), 9));
+        assert!(partial.covers_row(Lsn(200), 3));
+        assert!(!partial.covers_row(Lsn(200), 4));
+        assert!(partial.covers_event(Lsn(200), 1));
+        assert!(!partial.covers_event(Lsn(200), 2));
+        assert!(!Progress::default().covers_row(Lsn(1), 0));
     }
 }
