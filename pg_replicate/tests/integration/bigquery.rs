@@ -39,6 +39,25 @@ const TYPES: &[(&str, Kind)] = &[
     ("big", Kind::Md5),
 ];
 
+/// How the BigQuery tests compare each column of the shared type matrix
+/// ([`crate::types::COLUMNS`]).
+fn matrix_kind(column: &str) -> Kind {
+    match column {
+        "c_float4" | "c_float8" => Kind::Float,
+        "c_numeric_12_2" => Kind::Decimal,
+        "c_bpchar" => Kind::Bpchar,
+        "c_bytea" => Kind::Bytea,
+        "c_time" => Kind::Time,
+        "c_ts" | "c_tstz" => Kind::Timestamp,
+        "c_interval" => Kind::Interval,
+        "c_json" | "c_jsonb" => Kind::Json,
+        "c_tstz_arr" => Kind::TimestamptzArray,
+        "c_jsonb_arr" => Kind::JsonArray,
+        c if c.ends_with("_arr") => Kind::Array,
+        _ => Kind::Text,
+    }
+}
+
 const CREATE_TYPES: &str = "CREATE TABLE types (
     id int PRIMARY KEY, b bool, i2 int2, i8 int8, f4 float4, f8 float8, n numeric(20,6),
     nu numeric, t text, by bytea, d date, tm time, ts timestamp, tz timestamptz, iv interval,
@@ -163,6 +182,140 @@ fn workload(round: u64) -> String {
     }
     sql.push_str("COMMIT;");
     sql
+}
+
+/// Every type of the shared matrix ([`crate::types::COLUMNS`]), typical
+/// values and NULLs, through the copy and through the stream, value for
+/// value against Postgres.
+#[tokio::test]
+async fn every_type_of_the_matrix_is_exact_through_copy_and_stream() {
+    let db = fresh_database("bq_matrix").await;
+    let dataset = Dataset::new(&db).await;
+    let (publication, slot) = (db.unique_name("pub"), db.unique_name("slot"));
+    let identity = format!("{publication}/{slot}");
+    crate::types::set_up(&db, &publication).await;
+    let typical = |id: u32| crate::types::TYPICAL.replacen("(1,", &format!("({id},"), 1);
+    let nulls = |id: u32| format!("({id}{})", ", NULL".repeat(crate::types::COLUMNS.len()));
+    db.execute(&format!(
+        "INSERT INTO all_types VALUES {}, {}",
+        typical(1),
+        nulls(2)
+    ))
+    .await;
+    let mut spec: Vec<(&str, Kind)> = vec![("id", Kind::Text)];
+    spec.extend(
+        crate::types::COLUMNS
+            .iter()
+            .map(|(c, _)| (*c, matrix_kind(c))),
+    );
+    let sink = BigQuerySink::connect(dataset.config(&identity))
+        .await
+        .unwrap();
+    let running = start_bq(&db, &publication, &slot, sink);
+    wait_copied(&dataset, 1).await;
+    wait_converged(&db, &dataset, "all_types", "public_all_types", &spec).await;
+    // The same values through the stream: inserted, then a row turned
+    // from NULLs into values and back.
+    db.execute(&format!(
+        "INSERT INTO all_types VALUES {}, {};
+         DELETE FROM all_types WHERE id = 2; INSERT INTO all_types VALUES {};
+         UPDATE all_types SET id = 7 WHERE id = 1;",
+        typical(5),
+        nulls(6),
+        typical(2)
+    ))
+    .await;
+    wait_converged(&db, &dataset, "all_types", "public_all_types", &spec).await;
+    running.stop().await.unwrap();
+    assert_confirmed_not_ahead(&db, &dataset, &slot, &identity).await;
+}
+
+/// Two copies of one table by two sinks of one identity, as by a killed
+/// process whose last requests arrive late and by its restart: only the
+/// copy that started last is kept, and the other one fails.
+#[tokio::test]
+async fn a_copy_superseded_by_a_later_one_changes_nothing() {
+    use std::sync::Arc;
+
+    use arrow::array::{Int32Array, RecordBatch, StringArray};
+    use pg_replicate::sinks::Sink;
+    use pg_replicate::types::change::table_arrow_schema;
+    use pg_replicate::types::{
+        ColumnSchema, PgType, ReplicaIdentity, TableId, TableName, TableSchema,
+    };
+
+    let db = fresh_database("bq_fence").await;
+    let dataset = Dataset::new(&db).await;
+    let identity = "pub/slot";
+    let column = |name: &str, oid: u32, type_name: &str, identity: bool| ColumnSchema {
+        name: name.into(),
+        pg_type: PgType {
+            oid,
+            modifier: -1,
+            name: type_name.into(),
+            element_oid: None,
+        },
+        nullable: !identity,
+        identity,
+    };
+    let table = Arc::new(TableSchema {
+        id: TableId(4242),
+        name: TableName::new("public", "fenced"),
+        columns: vec![
+            column("id", 23, "integer", true),
+            column("v", 25, "text", false),
+        ],
+        replica_identity: ReplicaIdentity::Default,
+    });
+    let rows = |n: i32, v: &str| {
+        RecordBatch::try_new(
+            table_arrow_schema(&table),
+            vec![
+                Arc::new(Int32Array::from_iter_values(0..n)),
+                Arc::new(StringArray::from_iter_values((0..n).map(|_| v))),
+            ],
+        )
+        .unwrap()
+    };
+    let config = || {
+        dataset
+            .config(identity)
+            .with_backfill(BackfillMethod::StorageWrite)
+    };
+    let mut late = BigQuerySink::connect(config()).await.unwrap();
+    let mut next = BigQuerySink::connect(config()).await.unwrap();
+    late.write_table_schemas(std::slice::from_ref(&table))
+        .await
+        .unwrap();
+    late.begin_table_copy(&table).await.unwrap();
+    late.write_table_rows(&table, rows(100, "late"))
+        .await
+        .unwrap();
+    next.write_table_schemas(std::slice::from_ref(&table))
+        .await
+        .unwrap();
+    next.begin_table_copy(&table).await.unwrap();
+    next.write_table_rows(&table, rows(60, "next"))
+        .await
+        .unwrap();
+    next.end_table_copy(&table, Lsn(200)).await.unwrap();
+    assert!(
+        late.end_table_copy(&table, Lsn(100)).await.is_err(),
+        "the superseded copy ended without an error"
+    );
+    let stored = dataset
+        .try_query(&format!(
+            "SELECT v, COUNT(*) FROM {} GROUP BY v",
+            dataset.table("public_fenced")
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        stored,
+        vec![vec![Some("next".to_owned()), Some("60".to_owned())]]
+    );
+    let state = next.resumption_state().await.unwrap();
+    assert_eq!(state.copied_tables.get(&TableId(4242)), Some(&Lsn(200)));
 }
 
 /// Tables `work` (keyed, `work_rows` rows with a long text) and `log`

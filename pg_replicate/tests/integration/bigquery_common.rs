@@ -179,6 +179,12 @@ pub enum Kind {
     Interval,
     /// Long text: compared by MD5.
     Md5,
+    /// `char(n)`: the padded text (a cast to text would drop the padding).
+    Bpchar,
+    /// `timestamptz[]` (whole seconds): UTC instants with `Z`, as stored.
+    TimestamptzArray,
+    /// `json[]`/`jsonb[]`: each element's text as a JSON string, as stored.
+    JsonArray,
 }
 
 fn exprs(kind: Kind, column: &str) -> (String, String) {
@@ -206,6 +212,24 @@ fn exprs(kind: Kind, column: &str) -> (String, String) {
             format!("IF({bq} IS NULL, NULL, TO_JSON_STRING({bq}))"),
         ),
         Kind::Md5 => (format!("md5({pg})"), format!("TO_HEX(MD5({bq}))")),
+        Kind::Bpchar => (
+            format!("CASE WHEN {pg} IS NULL THEN NULL ELSE concat({pg}) END"),
+            bq,
+        ),
+        Kind::TimestamptzArray => (
+            format!(
+                "(SELECT json_agg(to_char(e AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') ORDER BY n)::text \
+                 FROM unnest({pg}) WITH ORDINALITY AS u(e, n))"
+            ),
+            format!("IF({bq} IS NULL, NULL, TO_JSON_STRING({bq}))"),
+        ),
+        Kind::JsonArray => (
+            format!(
+                "CASE WHEN {pg} IS NULL THEN NULL ELSE (SELECT coalesce(json_agg(e::text ORDER BY n), '[]')::text \
+                 FROM unnest({pg}) WITH ORDINALITY AS u(e, n)) END"
+            ),
+            format!("IF({bq} IS NULL, NULL, TO_JSON_STRING({bq}))"),
+        ),
     }
 }
 
@@ -230,9 +254,11 @@ fn normalize(kind: Kind, value: Option<String>) -> Option<String> {
                 + (seconds * 1_000_000.0).round() as i64;
             micros.to_string()
         }
-        Kind::Json | Kind::Array => serde_json::from_str::<Value>(&value)
-            .unwrap_or_else(|_| panic!("not JSON: {value}"))
-            .to_string(),
+        Kind::Json | Kind::Array | Kind::TimestamptzArray | Kind::JsonArray => {
+            serde_json::from_str::<Value>(&value)
+                .unwrap_or_else(|_| panic!("not JSON: {value}"))
+                .to_string()
+        }
         _ => value,
     })
 }
@@ -249,7 +275,7 @@ pub async fn both_sides(
     let (pg, bq): (Vec<String>, Vec<String>) = spec.iter().map(|(c, k)| exprs(*k, c)).unzip();
     let client = db.client().await;
     client
-        .batch_execute("SET intervalstyle = iso_8601")
+        .batch_execute("SET intervalstyle = iso_8601; SET timezone = 'UTC'")
         .await
         .unwrap();
     let rows = client

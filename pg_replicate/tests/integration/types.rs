@@ -86,7 +86,7 @@ fn column_list() -> String {
         .join(", ")
 }
 
-async fn set_up(db: &crate::support::TestDb, publication: &str) {
+pub(crate) async fn set_up(db: &crate::support::TestDb, publication: &str) {
     let columns: Vec<String> = COLUMNS.iter().map(|(n, t)| format!("{n} {t}")).collect();
     db.execute(&format!(
         "CREATE TYPE mood AS ENUM ('sad', 'happy');

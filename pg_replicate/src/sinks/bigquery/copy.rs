@@ -1,5 +1,8 @@
 //! A table's backfill in progress: Parquet streamed into a load job's
-//! resumable upload, or rows appended to a pending Storage Write stream.
+//! resumable upload, or rows appended to a pending Storage Write stream,
+//! into a table of the copy's own; its rows move to the target table in
+//! the transaction that records the table as copied, so that requests of a
+//! killed process that arrive late cannot change a table copied since.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -19,6 +22,9 @@ pub(super) struct Copy {
     pub(super) table: Arc<TableSchema>,
     pub(super) rows: u64,
     pub(super) writer: Option<CopyWriter>,
+    /// Names the copy's table (see [`super::schema::copy_table_name`]) and
+    /// fences its commit.
+    pub(super) token: String,
 }
 
 pub(super) enum CopyWriter {

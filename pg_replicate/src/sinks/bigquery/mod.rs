@@ -14,6 +14,7 @@
 //! The type mapping is in [`schema`]'s documentation and `docs/bigquery.md`.
 
 mod auth;
+mod backfill;
 mod client;
 mod config;
 mod copy;

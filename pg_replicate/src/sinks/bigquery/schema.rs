@@ -42,6 +42,15 @@ pub const STATE_TABLE: &str = "_pg_replicate_state";
 /// The table of the copied tables (one row per identity and table).
 pub const COPIED_TABLE: &str = "_pg_replicate_copied";
 
+/// The sink's table of copies in progress: one row per identity and table
+/// being copied, with the token naming its copy table.
+pub const COPYING_TABLE: &str = "_pg_replicate_copying";
+
+/// The table a copy loads into before its rows move to the target table.
+pub fn copy_table_name(token: &str) -> String {
+    format!("_pgr_copy_{token}")
+}
+
 /// A BigQuery column type of the mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BigQueryType {
@@ -377,7 +386,7 @@ pub fn create_target_sql(dataset: &str, table: &TableSchema, replace: bool) -> S
 }
 
 /// `CREATE TABLE IF NOT EXISTS` of the sink's state tables.
-pub fn create_state_sql(dataset: &str) -> [String; 2] {
+pub fn create_state_sql(dataset: &str) -> [String; 3] {
     [
         format!(
             "CREATE TABLE IF NOT EXISTS {} (identity STRING NOT NULL, format_version INT64 NOT NULL, \
@@ -390,7 +399,26 @@ pub fn create_state_sql(dataset: &str) -> [String; 2] {
              table_name STRING NOT NULL, snapshot_lsn INT64 NOT NULL, copied_at TIMESTAMP)",
             qualified(dataset, COPIED_TABLE)
         ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (identity STRING NOT NULL, table_id INT64 NOT NULL, \
+             copy_token STRING NOT NULL, started_at TIMESTAMP)",
+            qualified(dataset, COPYING_TABLE)
+        ),
     ]
+}
+
+/// `CREATE TABLE` of a copy table with the columns of `table`'s target.
+pub fn create_copy_table_sql(dataset: &str, table: &TableSchema, token: &str) -> String {
+    let columns: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| format!("{} {}", quote(&c.name), bigquery_type(c)))
+        .collect();
+    format!(
+        "CREATE TABLE {} ({})",
+        qualified(dataset, &copy_table_name(token)),
+        columns.join(", ")
+    )
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! [`BigQuerySink`]: the [`Sink`] implementation.
 //!
 //! A backfill streams Parquet into one load job per table (or rows into a
-//! pending Storage Write stream) and records the table as copied once the
-//! job has succeeded. A change batch is staged per table and applied by
+//! pending Storage Write stream) into a copy table, whose rows move into
+//! the target table when the table is recorded as copied
+//! ([`super::backfill`]). A change batch is staged per table and applied by
 //! one transaction script ([`super::script`]) that also moves the state
 //! row; where a batch must be committed in parts (a schema change, or a
 //! transaction continued in the next batch), the state row records the
@@ -10,7 +11,7 @@
 //! sink skips what it covers.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
@@ -20,9 +21,8 @@ use prost_types::DescriptorProto;
 use tracing::{debug, info};
 
 use super::client::{BigQueryClient, ExistingColumn};
-use super::config::{BackfillMethod, BigQuerySinkConfig, StagingMethod};
-use super::copy::{drain, parquet_error, parquet_file, parquet_writer, Copy, CopyWriter};
-use super::encoder::encode_rows;
+use super::config::{BigQuerySinkConfig, StagingMethod};
+use super::copy::{parquet_file, Copy};
 use super::pending::{advance_rows, commit_range, uncovered, Pending, PendingTable};
 use super::proto;
 use super::schema::{
@@ -32,8 +32,8 @@ use super::schema::{
 use super::script::{apply_script, Step, TableWork, STAGED_ROWS_WRONG};
 use super::stage::{stage, staging_columns, staging_schema};
 use super::state::{
-    insert_progress_sql, mark_copied_sql, parse_progress, select_copied_sql, select_progress_sql,
-    unmark_copied_sql, Position, Progress, FORMAT_VERSION, PROGRESS_MOVED,
+    insert_progress_sql, parse_progress, select_copied_sql, select_progress_sql, Position,
+    Progress, FORMAT_VERSION, PROGRESS_MOVED,
 };
 use super::storage_write::StorageWriter;
 use crate::sinks::Sink;
@@ -53,9 +53,9 @@ const STAGING_ATTEMPTS: usize = 3;
 /// tables of a BigQuery dataset, exactly once (see the module
 /// documentation of [`crate::sinks::bigquery`]).
 pub struct BigQuerySink {
-    config: BigQuerySinkConfig,
-    client: BigQueryClient,
-    writer: Option<StorageWriter>,
+    pub(super) config: BigQuerySinkConfig,
+    pub(super) client: BigQueryClient,
+    pub(super) writer: Option<StorageWriter>,
     /// The schema each table has in BigQuery (and its staging table).
     tables: HashMap<TableId, Arc<TableSchema>>,
     /// Protocol buffer descriptors of staging rows, per table.
@@ -64,13 +64,13 @@ pub struct BigQuerySink {
     /// which may have left it either way).
     progress: Option<Progress>,
     state_tables: bool,
-    copy: Option<Copy>,
+    pub(super) copy: Option<Copy>,
     /// Truncates seen of the transaction in progress: its commit LSN and
     /// their count (they are counted by [`Position::events`]).
     truncates: (Lsn, u32),
 }
 
-fn integer(cell: &Option<String>, what: &str) -> Result<Option<i64>> {
+pub(super) fn integer(cell: &Option<String>, what: &str) -> Result<Option<i64>> {
     cell.as_deref()
         .map(|text| {
             text.parse::<i64>().map_err(|_| {
@@ -112,15 +112,15 @@ impl BigQuerySink {
         self.progress.and_then(|p| p.last_lsn)
     }
 
-    fn dataset(&self) -> &str {
+    pub(super) fn dataset(&self) -> &str {
         &self.config.dataset_id
     }
 
-    fn identity(&self) -> &str {
+    pub(super) fn identity(&self) -> &str {
         self.config.identity_key()
     }
 
-    fn storage_writer(&mut self) -> Result<&StorageWriter> {
+    pub(super) fn storage_writer(&mut self) -> Result<&StorageWriter> {
         if self.writer.is_none() {
             self.writer = Some(StorageWriter::new(
                 &self.config.storage_endpoint,
@@ -227,14 +227,18 @@ impl BigQuerySink {
                     .await?;
             }
             Some(existing) if copied => self.evolve(table, &existing).await?,
-            // A table not copied yet is created anew by its copy.
+            // A table not copied yet is prepared by its copy.
             Some(_) => {}
         }
         Ok(())
     }
 
     /// Adds and drops columns of a target table so it matches `table`.
-    async fn evolve(&self, table: &TableSchema, existing: &[ExistingColumn]) -> Result<()> {
+    pub(super) async fn evolve(
+        &self,
+        table: &TableSchema,
+        existing: &[ExistingColumn],
+    ) -> Result<()> {
         let target = qualified(self.dataset(), &target_name(&table.name));
         let mut statements = Vec::new();
         for column in &table.columns {
@@ -457,7 +461,9 @@ impl BigQuerySink {
             );
         }
         let durable = stored.last_lsn.unwrap_or(Lsn::ZERO);
-        if !batch.continues && stored.last_lsn.is_some_and(|last| batch.end_lsn <= last) {
+        if !batch.continues && stored.covers_batch_ending_at(batch.end_lsn) {
+            // Writing its end as the new state would move the state back
+            // before a transaction applied in part.
             debug!(end_lsn = %batch.end_lsn, last = %durable, "batch already applied; skipping it");
             return Ok(Some(durable));
         }
@@ -560,20 +566,6 @@ impl BigQuerySink {
         let flushed = self.flush(&mut pending, next).await?;
         Ok(flushed.then_some(batch.end_lsn))
     }
-
-    fn copying(&mut self, table: &TableSchema, what: &str) -> Result<&mut Copy> {
-        match self.copy.as_mut() {
-            Some(copy) if copy.table.id == table.id => Ok(copy),
-            _ => Err(Error::new(
-                ErrorKind::Sink,
-                format!(
-                    "{what} of {} arrived outside its copy (begin_table_copy was not called); this is a bug \
-                     in the caller",
-                    table.name
-                ),
-            )),
-        }
-    }
 }
 
 #[async_trait]
@@ -627,29 +619,7 @@ impl Sink for BigQuerySink {
     }
 
     async fn begin_table_copy(&mut self, table: &Arc<TableSchema>) -> Result<()> {
-        // A copy left open (cancelled or failed) is dropped: its upload is
-        // never finished and its stream never committed.
-        self.copy = None;
-        let sql = format!(
-            "{};\n{}",
-            unmark_copied_sql(self.dataset(), self.identity(), table),
-            create_target_sql(self.dataset(), table, true)
-        );
-        self.client
-            .query(
-                &sql,
-                &format!(
-                    "empty BigQuery table {} for its copy",
-                    target_name(&table.name)
-                ),
-            )
-            .await?;
-        self.copy = Some(Copy {
-            table: table.clone(),
-            rows: 0,
-            writer: None,
-        });
-        Ok(())
+        self.begin_copy(table).await
     }
 
     async fn write_table_rows(
@@ -657,148 +627,11 @@ impl Sink for BigQuerySink {
         table: &Arc<TableSchema>,
         rows: RecordBatch,
     ) -> Result<()> {
-        self.copying(table, "rows")?;
-        if rows.num_columns() != table.columns.len() {
-            return Err(Error::new(
-                ErrorKind::Sink,
-                format!(
-                    "a copied batch of {} has {} columns, the table {}",
-                    table.name,
-                    rows.num_columns(),
-                    table.columns.len()
-                ),
-            ));
-        }
-        if rows.num_rows() == 0 {
-            return Ok(());
-        }
-        let encoded = encode_rows(table, &rows)?;
-        let method = self.config.backfill;
-        let row_group_rows = self.config.load_row_group_rows;
-        let target = target_name(&table.name);
-        if self.copying(table, "rows")?.writer.is_none() {
-            let writer = match method {
-                BackfillMethod::LoadJob => {
-                    let buffer = Arc::new(Mutex::new(Vec::new()));
-                    CopyWriter::Load {
-                        parquet: Mutex::new(parquet_writer(
-                            &encoded.schema(),
-                            &buffer,
-                            row_group_rows,
-                        )?),
-                        buffer,
-                        upload: None,
-                    }
-                }
-                BackfillMethod::StorageWrite => CopyWriter::Stream {
-                    stream: self.storage_writer()?.create_pending(&target).await?,
-                    offset: 0,
-                    descriptor: proto::descriptor(&encoded.schema())?,
-                },
-            };
-            self.copying(table, "rows")?.writer = Some(writer);
-        }
-        let Some(copy) = self.copy.as_mut() else {
-            return Err(Error::new(ErrorKind::Sink, "the copy in progress vanished"));
-        };
-        copy.rows += rows.num_rows() as u64;
-        match copy.writer.as_mut() {
-            Some(CopyWriter::Load {
-                parquet,
-                buffer,
-                upload,
-            }) => {
-                parquet
-                    .get_mut()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .write(&encoded)
-                    .map_err(parquet_error)?;
-                let chunk = drain(buffer, false);
-                if !chunk.is_empty() {
-                    if upload.is_none() {
-                        *upload = Some(self.client.start_upload(&target).await?);
-                    }
-                    if let Some(upload) = upload.as_mut() {
-                        self.client.put_chunk(upload, &chunk, false).await?;
-                    }
-                }
-            }
-            Some(CopyWriter::Stream {
-                stream,
-                offset,
-                descriptor,
-            }) => {
-                let encoded = proto::encode_rows(&encoded)?;
-                let writer = match self.writer.as_ref() {
-                    Some(writer) => writer,
-                    None => {
-                        return Err(Error::new(
-                            ErrorKind::Sink,
-                            "the Storage Write client is missing",
-                        ))
-                    }
-                };
-                *offset = writer
-                    .append_at(stream, *offset, descriptor, encoded)
-                    .await?;
-            }
-            None => {}
-        }
-        Ok(())
+        self.write_copy_rows(table, rows).await
     }
 
     async fn end_table_copy(&mut self, table: &Arc<TableSchema>, snapshot_lsn: Lsn) -> Result<()> {
-        self.copying(table, "the end")?;
-        let Some(copy) = self.copy.take() else {
-            return Err(Error::new(ErrorKind::Sink, "the copy in progress vanished"));
-        };
-        let target = target_name(&table.name);
-        let started = Instant::now();
-        match copy.writer {
-            Some(CopyWriter::Load {
-                parquet,
-                buffer,
-                upload,
-            }) => {
-                parquet
-                    .into_inner()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .close()
-                    .map_err(parquet_error)?;
-                let rest = drain(&buffer, true);
-                match upload {
-                    Some(mut upload) => self.client.put_chunk(&mut upload, &rest, true).await?,
-                    None => self.client.load_file(&target, rest).await?,
-                }
-            }
-            Some(CopyWriter::Stream { stream, .. }) => {
-                let writer = match self.writer.as_ref() {
-                    Some(writer) => writer,
-                    None => {
-                        return Err(Error::new(
-                            ErrorKind::Sink,
-                            "the Storage Write client is missing",
-                        ))
-                    }
-                };
-                writer.commit(&target, &stream).await?;
-            }
-            None => {}
-        }
-        self.client
-            .query(
-                &mark_copied_sql(self.dataset(), self.identity(), table, snapshot_lsn),
-                &format!("record the copy of {}", table.name),
-            )
-            .await?;
-        info!(
-            table = %table.name,
-            rows = copy.rows,
-            %snapshot_lsn,
-            load_ms = started.elapsed().as_millis() as u64,
-            "copy committed to BigQuery"
-        );
-        Ok(())
+        self.end_copy(table, snapshot_lsn).await
     }
 
     async fn write_cdc_batch(&mut self, batch: CdcBatch) -> Result<Lsn> {

@@ -21,7 +21,10 @@
 //! `_pg_replicate_copied` has one row per identity and copied table, with
 //! the LSN of the snapshot it was copied in.
 
-use super::schema::{literal, qualified, COPIED_TABLE, STATE_TABLE};
+use super::schema::{
+    copy_table_name, literal, qualified, quote, target_name, COPIED_TABLE, COPYING_TABLE,
+    STATE_TABLE,
+};
 use crate::types::{Lsn, TableSchema};
 
 /// Version of the state layout; a dataset with another is refused.
@@ -74,6 +77,14 @@ impl Progress {
     pub fn covers_row(&self, commit_lsn: Lsn, seq: u32) -> bool {
         self.last_lsn.is_some_and(|last| commit_lsn < last)
             || self.position.is_some_and(|p| p.covers_row(commit_lsn, seq))
+    }
+
+    /// Whether every transaction of a complete batch ending at `end_lsn`
+    /// is already applied: it ends before the stored LSN, or before the
+    /// commit of the transaction applied in part.
+    pub fn covers_batch_ending_at(&self, end_lsn: Lsn) -> bool {
+        self.last_lsn.is_some_and(|last| end_lsn <= last)
+            || self.position.is_some_and(|p| end_lsn <= p.commit_lsn)
     }
 
     /// Whether the `index`-th truncate or schema change (from 1) of the
@@ -178,31 +189,88 @@ pub fn select_copied_sql(dataset: &str, identity: &str) -> String {
     )
 }
 
-/// `DELETE` of a table's copied record.
-pub fn unmark_copied_sql(dataset: &str, identity: &str, table: &TableSchema) -> String {
+/// The tokens of a table's copies in progress (of processes that died,
+/// when the sink starts a copy).
+pub fn select_copy_tokens_sql(dataset: &str, identity: &str, table: &TableSchema) -> String {
     format!(
-        "DELETE FROM {} WHERE identity = {} AND table_id = {}",
-        qualified(dataset, COPIED_TABLE),
+        "SELECT copy_token FROM {} WHERE identity = {} AND table_id = {}",
+        qualified(dataset, COPYING_TABLE),
         literal(identity),
         table.id.0
     )
 }
 
-/// `INSERT` of a table's copied record.
-pub fn mark_copied_sql(
+/// Starts a copy of `table` with `token`: forgets the table's copied
+/// record and any other copy in progress, in one transaction.
+pub fn start_copy_sql(dataset: &str, identity: &str, table: &TableSchema, token: &str) -> String {
+    let filter = format!(
+        "identity = {} AND table_id = {}",
+        literal(identity),
+        table.id.0
+    );
+    format!(
+        "BEGIN TRANSACTION;\n\
+         DELETE FROM {copied} WHERE {filter};\n\
+         DELETE FROM {copying} WHERE {filter};\n\
+         INSERT INTO {copying} (identity, table_id, copy_token, started_at) VALUES ({}, {}, {}, CURRENT_TIMESTAMP());\n\
+         COMMIT TRANSACTION;\n",
+        literal(identity),
+        table.id.0,
+        literal(token),
+        copied = qualified(dataset, COPIED_TABLE),
+        copying = qualified(dataset, COPYING_TABLE),
+    )
+}
+
+/// The message of the copy's fence: another copy of the table started
+/// after this one.
+pub const COPY_SUPERSEDED: &str = "pg_replicate: another copy of this table started after this one";
+
+/// The message of the copy's row check.
+pub const COPY_ROWS_WRONG: &str = "pg_replicate: the copy table holds other rows than were copied";
+
+/// Ends the copy of `table` with `token`, in one transaction: asserts that
+/// it is still the table's copy in progress (a killed process's copy that
+/// finishes late changes nothing) and that its table holds the `rows`
+/// copied, replaces the target's rows by them and records the table as
+/// copied at `snapshot_lsn`.
+pub fn finish_copy_sql(
     dataset: &str,
     identity: &str,
     table: &TableSchema,
+    token: &str,
+    rows: u64,
     snapshot_lsn: Lsn,
 ) -> String {
+    let filter = format!(
+        "identity = {} AND table_id = {}",
+        literal(identity),
+        table.id.0
+    );
+    let copying = qualified(dataset, COPYING_TABLE);
+    let copy = qualified(dataset, &copy_table_name(token));
+    let target = qualified(dataset, &target_name(&table.name));
+    let columns: Vec<String> = table.columns.iter().map(|c| quote(&c.name)).collect();
+    let columns = columns.join(", ");
     format!(
-        "INSERT INTO {} (identity, table_id, table_name, snapshot_lsn, copied_at) VALUES ({}, {}, {}, {}, \
-         CURRENT_TIMESTAMP())",
-        qualified(dataset, COPIED_TABLE),
+        "BEGIN TRANSACTION;\n\
+         ASSERT (SELECT COUNT(*) FROM {copying} WHERE {filter} AND copy_token = {}) = 1 AS {};\n\
+         ASSERT (SELECT COUNT(*) FROM {copy}) = {rows} AS {};\n\
+         DELETE FROM {target} WHERE TRUE;\n\
+         INSERT INTO {target} ({columns}) SELECT {columns} FROM {copy};\n\
+         DELETE FROM {copying} WHERE {filter};\n\
+         DELETE FROM {copied} WHERE {filter};\n\
+         INSERT INTO {copied} (identity, table_id, table_name, snapshot_lsn, copied_at) VALUES ({}, {}, {}, {}, \
+         CURRENT_TIMESTAMP());\n\
+         COMMIT TRANSACTION;\n",
+        literal(token),
+        literal(COPY_SUPERSEDED),
+        literal(COPY_ROWS_WRONG),
         literal(identity),
         table.id.0,
         literal(&table.name.to_string()),
-        lsn_value(snapshot_lsn)
+        lsn_value(snapshot_lsn),
+        copied = qualified(dataset, COPIED_TABLE),
     )
 }
 
@@ -234,6 +302,33 @@ mod tests {
         );
         let sql = assert_progress_sql("ds", "pub/slot", &progress);
         assert!(sql.contains("IFNULL(position_seq, -1) = 41"), "{sql}");
+    }
+
+    #[test]
+    fn a_copy_ends_fenced_by_its_token_and_its_row_count() {
+        let t = crate::sinks::test_fixtures::table(16384, "t", false);
+        let start = start_copy_sql("ds", "pub/slot", &t, "ab12");
+        assert!(start.starts_with("BEGIN TRANSACTION;"), "{start}");
+        assert!(start.contains("DELETE FROM `ds`.`_pg_replicate_copied` WHERE identity = 'pub/slot' AND table_id = 16384"), "{start}");
+        assert!(start.contains("'ab12'"), "{start}");
+        let finish = finish_copy_sql("ds", "pub/slot", &t, "ab12", 42, Lsn(7));
+        let token = finish.find("copy_token = 'ab12'").unwrap();
+        let rows = finish.find("FROM `ds`.`_pgr_copy_ab12`) = 42").unwrap();
+        let delete = finish
+            .find("DELETE FROM `ds`.`public_t` WHERE TRUE")
+            .unwrap();
+        let insert = finish.find("INSERT INTO `ds`.`public_t` (`id`, `v`, `t`) SELECT `id`, `v`, `t` FROM `ds`.`_pgr_copy_ab12`").unwrap();
+        let mark = finish
+            .find(", 16384, 'public.t', 7, CURRENT_TIMESTAMP())")
+            .unwrap();
+        assert!(
+            token < rows && rows < delete && delete < insert && insert < mark,
+            "{finish}"
+        );
+        assert!(
+            finish.trim_end().ends_with("COMMIT TRANSACTION;"),
+            "{finish}"
+        );
     }
 
     #[test]
@@ -278,5 +373,30 @@ mod tests {
         assert!(partial.covers_event(Lsn(200), 1));
         assert!(!partial.covers_event(Lsn(200), 2));
         assert!(!Progress::default().covers_row(Lsn(1), 0));
+    }
+
+    #[test]
+    fn a_complete_batch_before_a_partly_applied_transaction_is_covered() {
+        // Stored: nothing complete yet, the transaction committed at 200
+        // applied up to its change 3 (several continuing batches).
+        let partial = Progress {
+            last_lsn: None,
+            position: Some(Position {
+                commit_lsn: Lsn(200),
+                seq: Some(3),
+                events: 0,
+            }),
+        };
+        // A restarted stream hands out transactions before it as a batch of
+        // their own: applying it would move the state back to 150.
+        assert!(partial.covers_batch_ending_at(Lsn(150)));
+        assert!(!partial.covers_batch_ending_at(Lsn(250)));
+        let done = Progress {
+            last_lsn: Some(Lsn(100)),
+            position: None,
+        };
+        assert!(done.covers_batch_ending_at(Lsn(100)));
+        assert!(!done.covers_batch_ending_at(Lsn(101)));
+        assert!(!Progress::default().covers_batch_ending_at(Lsn(1)));
     }
 }
