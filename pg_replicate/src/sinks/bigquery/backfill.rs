@@ -18,10 +18,9 @@ use super::schema::{
     bigquery_type, copy_table_name, create_copy_table_sql, create_target_sql, qualified,
     target_name,
 };
-use super::sink::{integer, BigQuerySink};
+use super::sink::BigQuerySink;
 use super::state::{
-    finish_copy_sql, select_copied_sql, select_copy_tokens_sql, start_copy_sql, COPY_ROWS_WRONG,
-    COPY_SUPERSEDED,
+    finish_copy_sql, select_copy_tokens_sql, start_copy_sql, COPY_ROWS_WRONG, COPY_SUPERSEDED,
 };
 use crate::types::{Lsn, TableSchema};
 use crate::{Error, ErrorKind, Result};
@@ -229,17 +228,7 @@ impl BigQuerySink {
             if !token.bytes().all(|b| b.is_ascii_hexdigit()) {
                 continue;
             }
-            let name = copy_table_name(&token);
-            if let Err(error) = self
-                .client
-                .query(
-                    &format!("DROP TABLE IF EXISTS {}", qualified(self.dataset(), &name)),
-                    &format!("drop the abandoned copy table {name}"),
-                )
-                .await
-            {
-                warn!(%error, table = %name, "could not drop an abandoned copy table");
-            }
+            self.drop_copy_table(&token).await;
         }
         Ok(())
     }
@@ -279,7 +268,7 @@ impl BigQuerySink {
     /// as copied, in one transaction fenced by the copy's token; then drops
     /// the copy table.
     async fn finish_copy(
-        &self,
+        &mut self,
         table: &TableSchema,
         token: &str,
         rows: u64,
@@ -302,7 +291,7 @@ impl BigQuerySink {
             Err(error) if error.message().contains(COPY_SUPERSEDED) => {
                 // A retried script whose first run had committed finds its
                 // copy already recorded.
-                if self.copied_at(table).await? != Some(snapshot_lsn) {
+                if self.read_copied().await?.get(&table.id) != Some(&snapshot_lsn) {
                     return Err(Error::new(
                         ErrorKind::Sink,
                         format!(
@@ -326,6 +315,13 @@ impl BigQuerySink {
             }
             Err(error) => return Err(error),
         }
+        self.drop_copy_table(token).await;
+        Ok(())
+    }
+
+    /// Drops the copy table of `token`. Best effort: one left behind is
+    /// dropped when its table is copied again.
+    async fn drop_copy_table(&self, token: &str) {
         let name = copy_table_name(token);
         if let Err(error) = self
             .client
@@ -335,29 +331,8 @@ impl BigQuerySink {
             )
             .await
         {
-            warn!(%error, table = %name, "could not drop a copy table; it is dropped when the table is copied again");
+            warn!(%error, table = %name, "could not drop a copy table");
         }
-        Ok(())
-    }
-
-    /// The snapshot LSN `table` is recorded as copied at, if it is.
-    async fn copied_at(&self, table: &TableSchema) -> Result<Option<Lsn>> {
-        let rows = self
-            .client
-            .query(
-                &select_copied_sql(self.dataset(), self.identity()),
-                "read which tables are copied",
-            )
-            .await?;
-        let mut at = None;
-        for row in rows {
-            let id = integer(row.first().unwrap_or(&None), "table id")?;
-            let lsn = integer(row.get(1).unwrap_or(&None), "snapshot LSN")?;
-            if id == Some(i64::from(table.id.0)) {
-                at = at.max(lsn.map(|l| Lsn(l as u64)));
-            }
-        }
-        Ok(at)
     }
 
     pub(super) fn copying(&mut self, table: &TableSchema, what: &str) -> Result<&mut Copy> {

@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, BooleanArray, RecordBatch, UInt32Array, UInt64Array};
-use arrow::compute::filter_record_batch;
+use arrow::array::{Array, RecordBatch, UInt32Array, UInt64Array};
 
 use super::script::Step;
 use super::state::{Position, Progress};
@@ -49,24 +48,15 @@ impl Pending {
 }
 
 /// The row changes of `batch` that `stored` does not cover, or `None` when
-/// it covers all.
+/// it covers all. A table's changes arrive in stream order (commit LSN,
+/// then sequence), so the covered ones are a prefix: the rest is a slice.
 pub(super) fn uncovered(batch: &RecordBatch, stored: &Progress) -> Result<Option<RecordBatch>> {
-    if *stored == Progress::default() {
-        return Ok((batch.num_rows() > 0).then(|| batch.clone()));
-    }
     let (commits, seqs) = commits_and_seqs(batch)?;
-    let keep: BooleanArray = (0..batch.num_rows())
-        .map(|i| Some(!stored.covers_row(Lsn(commits.value(i)), seqs.value(i))))
-        .collect();
-    if keep.true_count() == 0 {
-        return Ok(None);
-    }
-    if keep.true_count() == batch.num_rows() {
-        return Ok(Some(batch.clone()));
-    }
-    filter_record_batch(batch, &keep)
-        .map(Some)
-        .map_err(|e| Error::with_source(ErrorKind::Sink, "filter changes already applied", e))
+    let rows = batch.num_rows();
+    let first = (0..rows)
+        .find(|&i| !stored.covers_row(Lsn(commits.value(i)), seqs.value(i)))
+        .unwrap_or(rows);
+    Ok((first < rows).then(|| batch.slice(first, rows - first)))
 }
 
 /// The first and last commit LSN of the row changes of `batch` (for logs).

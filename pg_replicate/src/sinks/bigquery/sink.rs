@@ -70,7 +70,7 @@ pub struct BigQuerySink {
     truncates: (Lsn, u32),
 }
 
-pub(super) fn integer(cell: &Option<String>, what: &str) -> Result<Option<i64>> {
+fn integer(cell: &Option<String>, what: &str) -> Result<Option<i64>> {
     cell.as_deref()
         .map(|text| {
             text.parse::<i64>().map_err(|_| {
@@ -204,6 +204,38 @@ impl BigQuerySink {
         debug!(?progress, "replication state read");
         self.progress = Some(progress);
         Ok(progress)
+    }
+
+    /// The tables recorded as copied, with their snapshot LSNs.
+    pub(super) async fn read_copied(&mut self) -> Result<BTreeMap<TableId, Lsn>> {
+        self.ensure_state_tables().await?;
+        let rows = self
+            .client
+            .query(
+                &select_copied_sql(self.dataset(), self.identity()),
+                "read which tables are copied",
+            )
+            .await?;
+        let mut copied = BTreeMap::new();
+        for row in rows {
+            let id = integer(row.first().unwrap_or(&None), "table id")?;
+            let lsn = integer(row.get(1).unwrap_or(&None), "snapshot LSN")?;
+            if let (Some(id), Some(lsn)) = (id, lsn) {
+                let id = u32::try_from(id).map_err(|_| {
+                    Error::new(
+                        ErrorKind::Sink,
+                        format!("the sink's copied-tables table holds table id {id}, not a Postgres oid"),
+                    )
+                })?;
+                // One row per table (a copy replaces its record in the
+                // transaction that stores it); were there more, the latest
+                // snapshot is the table's.
+                let lsn = Lsn(lsn as u64);
+                let at = copied.entry(TableId(id)).or_insert(lsn);
+                *at = (*at).max(lsn);
+            }
+        }
+        Ok(copied)
     }
 
     async fn progress(&mut self) -> Result<Progress> {
@@ -574,32 +606,7 @@ impl Sink for BigQuerySink {
         self.copy = None;
         self.truncates = (Lsn::ZERO, 0);
         let progress = self.read_progress().await?;
-        let rows = self
-            .client
-            .query(
-                &select_copied_sql(self.dataset(), self.identity()),
-                "read which tables are copied",
-            )
-            .await?;
-        let mut copied_tables = BTreeMap::new();
-        for row in rows {
-            let id = integer(row.first().unwrap_or(&None), "table id")?;
-            let lsn = integer(row.get(1).unwrap_or(&None), "snapshot LSN")?;
-            if let (Some(id), Some(lsn)) = (id, lsn) {
-                let id = u32::try_from(id).map_err(|_| {
-                    Error::new(
-                        ErrorKind::Sink,
-                        format!("the sink's copied-tables table holds table id {id}, not a Postgres oid"),
-                    )
-                })?;
-                // Two rows for a table: a killed process's record landed
-                // late beside the copy that replaced its one; the latest
-                // snapshot is the table's.
-                let lsn = Lsn(lsn as u64);
-                let at = copied_tables.entry(TableId(id)).or_insert(lsn);
-                *at = (*at).max(lsn);
-            }
-        }
+        let copied_tables = self.read_copied().await?;
         Ok(ResumptionState {
             copied_tables,
             last_lsn: progress.last_lsn,
@@ -608,7 +615,9 @@ impl Sink for BigQuerySink {
 
     async fn write_table_schemas(&mut self, tables: &[Arc<TableSchema>]) -> Result<()> {
         check_names(tables)?;
-        let copied = self.resumption_state().await?.copied_tables;
+        // Only which tables are copied: the state was read for the stream's
+        // start, and is read again only when it moved.
+        let copied = self.read_copied().await?;
         for table in tables {
             self.ensure_target(table, copied.contains_key(&table.id))
                 .await?;
