@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use pg_replicate::pipeline::PipelineAction;
 use pg_replicate::postgres::{PgConnectionConfig, SslMode};
 use pg_replicate::sources::postgres::PostgresSource;
-use pg_replicate::types::TableName;
+use pg_replicate::types::{ArrayForm, TableName};
 use tokio_util::sync::CancellationToken;
 
 /// Options naming the Postgres server to replicate from.
@@ -42,6 +42,11 @@ pub struct DbArgs {
     /// (default: one per CPU, at most 4).
     #[arg(long)]
     pub copy_connections: Option<usize>,
+    /// Replicate array columns in their exact form (dimensions, lower bounds
+    /// and elements), so multi-dimensional arrays and lower bounds other
+    /// than 1 are kept; default plain lists (docs/types.md, "Arrays").
+    #[arg(long)]
+    pub exact_arrays: bool,
 }
 
 impl DbArgs {
@@ -60,9 +65,14 @@ impl DbArgs {
 
     /// Applies the source options of these arguments to `source`.
     pub fn configure(&self, source: PostgresSource) -> PostgresSource {
-        match self.copy_connections {
+        let source = match self.copy_connections {
             Some(connections) => source.with_copy_connections(connections),
             None => source,
+        };
+        if self.exact_arrays {
+            source.with_array_form(ArrayForm::Exact)
+        } else {
+            source
         }
     }
 }

@@ -2,7 +2,9 @@
 
 use tokio_postgres::Client;
 
-use crate::types::{ColumnSchema, Lsn, PgType, ReplicaIdentity, TableId, TableName, TableSchema};
+use crate::types::{
+    ArrayForm, ColumnSchema, Lsn, PgType, ReplicaIdentity, TableId, TableName, TableSchema,
+};
 use crate::{Error, ErrorKind, Result};
 
 fn query_error(what: &str, error: tokio_postgres::Error) -> Error {
@@ -270,6 +272,8 @@ pub async fn table_schema(client: &Client, id: TableId) -> Result<TableSchema> {
             },
             nullable: !r.get::<_, bool>(4),
             identity: r.get(6),
+            // The source sets its configured form.
+            array_form: ArrayForm::default(),
         })
         .collect();
     Ok(TableSchema {

@@ -28,6 +28,7 @@ pub(crate) fn column(name: &str, oid: u32, type_name: &str, identity: bool) -> C
         },
         nullable: !identity,
         identity,
+        array_form: crate::types::ArrayForm::Lists,
     }
 }
 

@@ -6,4 +6,6 @@ pub mod table;
 pub mod values;
 
 pub use lsn::Lsn;
-pub use table::{ColumnSchema, PgType, ReplicaIdentity, TableId, TableName, TableSchema};
+pub use table::{
+    ArrayForm, ColumnSchema, PgType, ReplicaIdentity, TableId, TableName, TableSchema,
+};

@@ -103,6 +103,23 @@ pub struct ColumnSchema {
     /// primary key, or the chosen unique index): the columns Postgres sends
     /// as the old key of updates and deletes.
     pub identity: bool,
+    /// How the column's values become Arrow values when the column is an
+    /// array; ignored for other columns.
+    pub array_form: ArrayForm,
+}
+
+/// How array columns become Arrow values (`docs/types.md`, "Arrays").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ArrayForm {
+    /// A plain `List` of the elements. A value this cannot hold without
+    /// loss (more than one dimension, a lower bound other than 1) is
+    /// refused with an error naming the table, the column and this
+    /// setting.
+    #[default]
+    Lists,
+    /// A struct of the dimensions, the lower bounds and the elements in
+    /// row-major order: every Postgres array value, exactly.
+    Exact,
 }
 
 /// How a table identifies the old row of updates and deletes

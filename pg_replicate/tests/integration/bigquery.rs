@@ -257,6 +257,7 @@ async fn a_copy_superseded_by_a_later_one_changes_nothing() {
         },
         nullable: !identity,
         identity,
+        array_form: pg_replicate::types::ArrayForm::Lists,
     };
     let table = Arc::new(TableSchema {
         id: TableId(4242),

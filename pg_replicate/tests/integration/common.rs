@@ -86,7 +86,19 @@ pub fn start_with<S: pg_replicate::sinks::Sink + 'static>(
     sink: S,
     action: PipelineAction,
 ) -> Running {
-    let source = PostgresSource::new(db.config(), publication, slot);
+    start_source(
+        PostgresSource::new(db.config(), publication, slot),
+        sink,
+        action,
+    )
+}
+
+/// Like [`start_with`] with a configured source.
+pub fn start_source<S: pg_replicate::sinks::Sink + 'static>(
+    source: PostgresSource,
+    sink: S,
+    action: PipelineAction,
+) -> Running {
     let cancel = CancellationToken::new();
     let mut pipeline = DataPipeline::new(source, sink, action)
         .with_batch_config(test_batch_config())

@@ -77,6 +77,7 @@ async fn harness_starts_cluster_and_creates_database() {
     assert_eq!(left, "0");
 }
 
+mod arrays;
 #[cfg(feature = "bigquery")]
 mod bigquery;
 #[cfg(feature = "bigquery")]

@@ -139,7 +139,7 @@ pub fn encode_column(
                 true
             })
         }
-        (DataType::List(_), _) => {
+        (DataType::List(_) | DataType::Struct(_), _) => {
             let field = crate::types::values::arrow_field(column);
             text_column(array.len(), |row, out| {
                 if array.is_null(row) {
@@ -248,6 +248,7 @@ mod tests {
                     },
                     nullable: true,
                     identity: false,
+                    array_form: crate::types::ArrayForm::Lists,
                 })
                 .collect(),
             replica_identity: ReplicaIdentity::Default,
@@ -312,6 +313,23 @@ mod tests {
         assert!(text(2).is_null(1));
         assert_eq!(text(3).value(0), "[1,null]");
         assert!(text(3).is_null(1), "a NULL array stays NULL");
+    }
+
+    #[test]
+    fn exact_arrays_become_json_objects() {
+        let mut t = table(&[("a", 1007, Some(23))]);
+        t.columns[0].array_form = crate::types::ArrayForm::Exact;
+        assert_eq!(bigquery_type(&t.columns[0]), BigQueryType::Json);
+        let mut builder = crate::types::values::ColumnBuilder::new(&t.columns[0], 2);
+        builder.append_text(b"[0:1][1:2]={{1,2},{3,NULL}}").unwrap();
+        builder.append_null();
+        let rows = encode(&t, vec![builder.finish().unwrap()]).unwrap();
+        let text = rows.column(0).as_string::<i32>();
+        assert_eq!(
+            text.value(0),
+            r#"{"dims":[2,2],"lower_bounds":[0,1],"elements":[1,2,3,null]}"#
+        );
+        assert!(text.is_null(1), "a NULL array stays NULL");
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! | Interval(MonthDayNano) | `STRING`, ISO 8601 duration |
 //! | FixedSizeBinary(16) `arrow.uuid` | `STRING` |
 //! | List\<T\> (arrays) | `JSON` array |
+//! | Struct (exact arrays, `ArrayForm::Exact`) | `JSON` object of dims, lower bounds, elements |
 //!
 //! Arrays are JSON because BigQuery's `ARRAY` holds no NULL element and
 //! stores a NULL array as an empty one: a JSON array keeps both.
@@ -203,7 +204,7 @@ pub fn bigquery_type(column: &ColumnSchema) -> BigQueryType {
         DataType::Time64(TimeUnit::Microsecond) => BigQueryType::Time,
         DataType::Timestamp(TimeUnit::Microsecond, None) => BigQueryType::Datetime,
         DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => BigQueryType::Timestamp,
-        DataType::List(_) => BigQueryType::Json,
+        DataType::List(_) | DataType::Struct(_) => BigQueryType::Json,
         DataType::Interval(IntervalUnit::MonthDayNano) | DataType::FixedSizeBinary(16) => {
             BigQueryType::String
         }
@@ -437,6 +438,7 @@ mod tests {
             },
             nullable: true,
             identity: false,
+            array_form: crate::types::ArrayForm::Lists,
         }
     }
 

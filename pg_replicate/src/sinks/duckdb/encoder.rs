@@ -29,11 +29,11 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, ListBuilder, RecordBatch, StringArray, StringBuilder,
-    UInt32Array,
+    StructArray, UInt32Array,
 };
 use arrow::compute::kernels::{take::take, zip::zip};
 use arrow::datatypes::{
-    DataType, Field, IntervalMonthDayNanoType, IntervalUnit, Schema, SchemaRef, TimeUnit,
+    DataType, Field, Fields, IntervalMonthDayNanoType, IntervalUnit, Schema, SchemaRef, TimeUnit,
 };
 use arrow::row::{RowConverter, SortField};
 
@@ -480,6 +480,7 @@ fn has_interval(data_type: &DataType) -> bool {
     match data_type {
         DataType::Interval(_) => true,
         DataType::List(item) => has_interval(item.data_type()),
+        DataType::Struct(fields) => fields.iter().any(|f| has_interval(f.data_type())),
         _ => false,
     }
 }
@@ -525,6 +526,31 @@ fn interval_text(array: &ArrayRef) -> Result<ArrayRef> {
                     e,
                 )
             })?;
+            Ok(Arc::new(converted))
+        }
+        DataType::Struct(fields) if has_interval(array.data_type()) => {
+            let array = array.as_struct();
+            let columns = array
+                .columns()
+                .iter()
+                .map(interval_text)
+                .collect::<Result<Vec<_>>>()?;
+            let fields: Fields = fields
+                .iter()
+                .zip(&columns)
+                .map(|(f, c)| {
+                    Field::new(f.name(), c.data_type().clone(), f.is_nullable())
+                        .with_metadata(f.metadata().clone())
+                })
+                .collect();
+            let converted =
+                StructArray::try_new(fields, columns, array.nulls().cloned()).map_err(|e| {
+                    Error::with_source(
+                        ErrorKind::Sink,
+                        "cannot convert interval arrays for DuckDB",
+                        e,
+                    )
+                })?;
             Ok(Arc::new(converted))
         }
         _ => Ok(array.clone()),

@@ -34,7 +34,7 @@ use crate::types::change::{
     COMMIT_LSN_COLUMN, COMMIT_TIME_COLUMN, OLD_COLUMN, OP_COLUMN, SEQUENCE_COLUMN, UNCHANGED_COLUMN,
 };
 use crate::types::table::quote_identifier;
-use crate::types::values::arrow_field;
+use crate::types::values::{arrow_field, ARRAY_ELEMENTS_FIELD};
 use crate::types::{ColumnSchema, ReplicaIdentity, TableName, TableSchema};
 use crate::{Error, ErrorKind, Result};
 
@@ -83,6 +83,18 @@ fn arrow_type(data_type: &DataType, json: bool) -> String {
         DataType::Interval(IntervalUnit::MonthDayNano) => "INTERVAL".into(),
         DataType::FixedSizeBinary(16) => "UUID".into(),
         DataType::List(item) => format!("{}[]", arrow_type(item.data_type(), json)),
+        // The exact array struct (`ArrayForm::Exact`), spelled as DuckDB
+        // prints it so that existing tables compare equal.
+        DataType::Struct(fields) => {
+            let fields: Vec<String> = fields
+                .iter()
+                .map(|f| {
+                    let json = json && f.name() == ARRAY_ELEMENTS_FIELD;
+                    format!("{} {}", f.name(), arrow_type(f.data_type(), json))
+                })
+                .collect();
+            format!("STRUCT({})", fields.join(", "))
+        }
         _ => "VARCHAR".into(),
     }
 }
@@ -292,6 +304,7 @@ mod tests {
             },
             nullable: true,
             identity: false,
+            array_form: crate::types::ArrayForm::Lists,
         }
     }
 
@@ -328,6 +341,11 @@ mod tests {
         let mut json_array = column("a", 3807, -1, "jsonb[]");
         json_array.pg_type.element_oid = Some(3802);
         assert_eq!(duckdb_type(&json_array), "JSON[]");
+        json_array.array_form = crate::types::ArrayForm::Exact;
+        assert_eq!(
+            duckdb_type(&json_array),
+            "STRUCT(dims INTEGER[], lower_bounds INTEGER[], elements JSON[])"
+        );
     }
 
     fn table(name: &str, columns: Vec<ColumnSchema>) -> Arc<TableSchema> {

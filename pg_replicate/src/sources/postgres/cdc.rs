@@ -29,7 +29,7 @@ use crate::postgres::pgoutput::{self, OldTuple, PgOutputMessage};
 use crate::postgres::replication::{ReplicationMessage, ReplicationStream};
 use crate::sources::CdcStream;
 use crate::types::change::{CdcBatch, CdcEvent, ChangeOp, TableChanges};
-use crate::types::{Lsn, TableId, TableSchema};
+use crate::types::{ArrayForm, Lsn, TableId, TableSchema};
 use crate::{Error, ErrorKind, Result};
 
 /// Microseconds between the Unix epoch and the Postgres epoch (2000-01-01).
@@ -109,11 +109,12 @@ impl PostgresCdcStream {
         start: Lsn,
         batch: BatchConfig,
         cancel: CancellationToken,
+        array_form: ArrayForm,
     ) -> Self {
         let (durable_sender, durable_receiver) = tokio::sync::watch::channel(start);
         Self {
             stream,
-            relations: RelationCache::new(query, tables),
+            relations: RelationCache::new(query, tables, array_form),
             copied_at,
             resume_after,
             cancel,

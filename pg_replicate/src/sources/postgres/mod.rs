@@ -35,7 +35,7 @@ use crate::postgres::PgConnectionConfig;
 use crate::sources::{Source, SourcePlan};
 use crate::types::change::ResumptionState;
 use crate::types::table::quote_literal;
-use crate::types::{Lsn, TableName, TableSchema};
+use crate::types::{ArrayForm, Lsn, TableName, TableSchema};
 use crate::{Error, ErrorKind, Result};
 use copy_pool::CopyPool;
 
@@ -66,6 +66,7 @@ pub struct PostgresSource {
     row_filters: HashMap<TableName, String>,
     copy_connections: usize,
     copy_pool: Option<CopyPool>,
+    array_form: ArrayForm,
 }
 
 impl PostgresSource {
@@ -104,6 +105,7 @@ impl PostgresSource {
             row_filters: HashMap::new(),
             copy_connections: default_copy_connections(),
             copy_pool: None,
+            array_form: ArrayForm::default(),
         }
     }
 
@@ -113,6 +115,16 @@ impl PostgresSource {
     /// concurrently.
     pub fn with_copy_connections(mut self, connections: usize) -> Self {
         self.copy_connections = connections.max(1);
+        self
+    }
+
+    /// Sets how array columns become Arrow values (default
+    /// [`ArrayForm::Lists`]). [`ArrayForm::Exact`] keeps every array value
+    /// whole, multi-dimensional ones and lower bounds included; switching an
+    /// existing pipeline changes the columns' types, so its sink must start
+    /// over (recopy).
+    pub fn with_array_form(mut self, form: ArrayForm) -> Self {
+        self.array_form = form;
         self
     }
 
@@ -126,7 +138,11 @@ impl PostgresSource {
         let query = self.query()?;
         let mut schemas = Vec::with_capacity(ids.len());
         for id in ids {
-            schemas.push(Arc::new(catalog::table_schema(query, id).await?));
+            let mut schema = catalog::table_schema(query, id).await?;
+            for column in &mut schema.columns {
+                column.array_form = self.array_form;
+            }
+            schemas.push(Arc::new(schema));
         }
         self.schemas = schemas;
         Ok(())
@@ -479,6 +495,7 @@ impl Source for PostgresSource {
             position,
             batch.clone(),
             cancel,
+            self.array_form,
         ))
     }
 }

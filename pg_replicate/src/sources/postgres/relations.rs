@@ -8,19 +8,22 @@ use tokio_postgres::Client;
 
 use crate::postgres::catalog;
 use crate::postgres::pgoutput::RelationMessage;
-use crate::types::{ColumnSchema, ReplicaIdentity, TableId, TableName, TableSchema};
+use crate::types::{ArrayForm, ColumnSchema, ReplicaIdentity, TableId, TableName, TableSchema};
 use crate::{Error, ErrorKind, Result};
 
 pub(crate) struct RelationCache {
     query: Client,
     tables: HashMap<TableId, Arc<TableSchema>>,
+    /// The source's array form, for columns a Relation message adds.
+    array_form: ArrayForm,
 }
 
 impl RelationCache {
-    pub(crate) fn new(query: Client, tables: Vec<Arc<TableSchema>>) -> Self {
+    pub(crate) fn new(query: Client, tables: Vec<Arc<TableSchema>>, array_form: ArrayForm) -> Self {
         Self {
             query,
             tables: tables.into_iter().map(|t| (t.id, t)).collect(),
+            array_form,
         }
     }
 
@@ -96,6 +99,7 @@ impl RelationCache {
                 } else {
                     column.is_key()
                 },
+                array_form: self.array_form,
             });
         }
         let new = Arc::new(TableSchema {

@@ -40,7 +40,7 @@ enum Inner {
 impl ColumnBuilder {
     /// A builder for `column` with room for `capacity` values.
     pub fn new(column: &ColumnSchema, capacity: usize) -> Self {
-        let kind = column_kind(&column.pg_type);
+        let kind = column_kind(column);
         let binary_is_text = matches!(
             kind,
             ColumnKind::List {
@@ -54,10 +54,12 @@ impl ColumnBuilder {
                 element,
                 element_wire_oid,
                 delimiter,
+                form,
             } => Inner::List(Box::new(ListBuilder::new(
                 element,
                 element_wire_oid,
                 delimiter,
+                form,
                 capacity,
             ))),
         };

@@ -62,16 +62,28 @@ pub enum ValueError {
         /// Why it does not fit, without the value.
         problem: &'static str,
     },
-    /// A multi-dimensional array, which this library does not map to Arrow.
+    /// A multi-dimensional array in a column mapped to plain lists.
     #[error(
-        "{dimensions}-dimensional value of Postgres array type {pg_type}: only one-dimensional \
-         arrays are supported (cast the column to text, or store it as a one-dimensional array)"
+        "{dimensions}-dimensional value of Postgres array type {pg_type}: a plain list holds only \
+         one-dimensional arrays; replicate array columns in their exact form \
+         (PostgresSource::with_array_form(ArrayForm::Exact), docs/types.md \"Arrays\")"
     )]
     MultiDimensionalArray {
         /// The Postgres type as `format_type` prints it.
         pg_type: String,
         /// The number of dimensions of the value (at least 2).
         dimensions: i32,
+    },
+    /// An array with a lower bound other than 1 in a column mapped to plain
+    /// lists, which would lose it.
+    #[error(
+        "value of Postgres array type {pg_type} has a lower bound other than 1, which a plain list \
+         would lose; replicate array columns in their exact form \
+         (PostgresSource::with_array_form(ArrayForm::Exact), docs/types.md \"Arrays\")"
+    )]
+    ArrayLowerBound {
+        /// The Postgres type as `format_type` prints it.
+        pg_type: String,
     },
 }
 
@@ -84,6 +96,8 @@ pub(crate) enum Fault {
     Unrepresentable(&'static str),
     /// Becomes [`ValueError::MultiDimensionalArray`].
     MultiDimensional(i32),
+    /// Becomes [`ValueError::ArrayLowerBound`].
+    LowerBound,
 }
 
 impl Fault {
@@ -108,6 +122,9 @@ impl Fault {
             Fault::MultiDimensional(dimensions) => ValueError::MultiDimensionalArray {
                 pg_type: pg_type.to_owned(),
                 dimensions,
+            },
+            Fault::LowerBound => ValueError::ArrayLowerBound {
+                pg_type: pg_type.to_owned(),
             },
         }
     }

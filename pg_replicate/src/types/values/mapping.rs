@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, FieldRef, IntervalUnit, TimeUnit};
+use arrow::datatypes::{DataType, Field, FieldRef, Fields, IntervalUnit, TimeUnit};
 
-use crate::types::table::{quote_identifier, ColumnSchema, PgType};
+use crate::types::table::{quote_identifier, ArrayForm, ColumnSchema};
 
 /// Field metadata key holding the Postgres type as `format_type` prints it.
 pub const PG_TYPE_KEY: &str = "pg.type";
@@ -100,7 +100,8 @@ pub(crate) enum ScalarKind {
 pub(crate) enum ColumnKind {
     /// A scalar column.
     Scalar(ScalarKind),
-    /// A one-dimensional array column → List.
+    /// An array column → List ([`ArrayForm::Lists`]) or the exact struct
+    /// ([`ArrayForm::Exact`]).
     List {
         /// The element mapping.
         element: ScalarKind,
@@ -109,8 +110,17 @@ pub(crate) enum ColumnKind {
         element_wire_oid: u32,
         /// The element delimiter of the text form (`,`; `;` for box).
         delimiter: u8,
+        /// Plain list or exact struct.
+        form: ArrayForm,
     },
 }
+
+/// Field names of the exact array struct ([`ArrayForm::Exact`]).
+pub const ARRAY_DIMS_FIELD: &str = "dims";
+/// See [`ARRAY_DIMS_FIELD`].
+pub const ARRAY_LOWER_BOUNDS_FIELD: &str = "lower_bounds";
+/// See [`ARRAY_DIMS_FIELD`].
+pub const ARRAY_ELEMENTS_FIELD: &str = "elements";
 
 /// The mapping of a scalar type oid with its type modifier.
 pub(crate) fn scalar_kind(type_oid: u32, modifier: i32) -> ScalarKind {
@@ -158,8 +168,9 @@ fn numeric_kind(modifier: i32) -> ScalarKind {
     }
 }
 
-/// The mapping of a column type.
-pub(crate) fn column_kind(pg_type: &PgType) -> ColumnKind {
+/// The mapping of a column.
+pub(crate) fn column_kind(column: &ColumnSchema) -> ColumnKind {
+    let pg_type = &column.pg_type;
     match pg_type.element_oid {
         // `pg_type.typelem` is also set for a few types that are not arrays:
         // fixed-length subscriptable types (name, point, lseg, box, line) and
@@ -188,6 +199,7 @@ pub(crate) fn column_kind(pg_type: &PgType) -> ColumnKind {
                     element
                 },
                 delimiter: if element == oid::BOX { b';' } else { b',' },
+                form: column.array_form,
             }
         }
         _ => ColumnKind::Scalar(scalar_kind(pg_type.oid, pg_type.modifier)),
@@ -231,8 +243,35 @@ pub(crate) fn list_item_field(element: ScalarKind) -> FieldRef {
 pub(crate) fn column_data_type(kind: ColumnKind) -> DataType {
     match kind {
         ColumnKind::Scalar(scalar) => scalar_data_type(scalar),
-        ColumnKind::List { element, .. } => DataType::List(list_item_field(element)),
+        ColumnKind::List {
+            element,
+            form: ArrayForm::Lists,
+            ..
+        } => DataType::List(list_item_field(element)),
+        ColumnKind::List {
+            element,
+            form: ArrayForm::Exact,
+            ..
+        } => DataType::Struct(exact_array_fields(list_item_field(element))),
     }
+}
+
+/// The item field of the exact struct's `dims` and `lower_bounds` lists.
+pub(crate) fn bounds_item_field() -> FieldRef {
+    Arc::new(Field::new("item", DataType::Int32, false))
+}
+
+/// The fields of the exact struct of arrays whose list item field is `item`.
+pub(crate) fn exact_array_fields(item: FieldRef) -> Fields {
+    Fields::from(vec![
+        Field::new(ARRAY_DIMS_FIELD, DataType::List(bounds_item_field()), false),
+        Field::new(
+            ARRAY_LOWER_BOUNDS_FIELD,
+            DataType::List(bounds_item_field()),
+            false,
+        ),
+        Field::new(ARRAY_ELEMENTS_FIELD, DataType::List(item), false),
+    ])
 }
 
 fn uuid_metadata() -> HashMap<String, String> {
@@ -250,7 +289,7 @@ fn uuid_metadata() -> HashMap<String, String> {
 /// `numeric(12,2)`, `mood`, `integer[]`) and [`PG_TYPE_OID_KEY`]; uuid
 /// columns also carry the `arrow.uuid` extension name.
 pub fn arrow_field(column: &ColumnSchema) -> Field {
-    let kind = column_kind(&column.pg_type);
+    let kind = column_kind(column);
     let mut metadata = HashMap::from([
         (PG_TYPE_KEY.to_owned(), column.pg_type.name.clone()),
         (PG_TYPE_OID_KEY.to_owned(), column.pg_type.oid.to_string()),
@@ -273,7 +312,7 @@ pub fn arrow_field(column: &ColumnSchema) -> Field {
 /// the same text.
 pub fn copy_select_expr(column: &ColumnSchema) -> String {
     let quoted = quote_identifier(&column.name);
-    match column_kind(&column.pg_type) {
+    match column_kind(column) {
         // The type's output function, exactly as pgoutput sends it: a plain
         // `::text` cast may use another function (inet's shows the netmask).
         // Arrays of text-form elements travel as the array's text form too.
@@ -291,6 +330,7 @@ pub fn copy_select_expr(column: &ColumnSchema) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::types::table::PgType;
 
     /// A column of the given type, for tests.
     pub(crate) fn column(
@@ -309,6 +349,7 @@ pub(crate) mod tests {
             },
             nullable: true,
             identity: false,
+            array_form: ArrayForm::Lists,
         }
     }
 
@@ -470,7 +511,7 @@ pub(crate) mod tests {
             );
         }
         assert!(matches!(
-            column_kind(&column(1020, -1, "box[]", Some(603)).pg_type),
+            column_kind(&column(1020, -1, "box[]", Some(603))),
             ColumnKind::List {
                 delimiter: b';',
                 element_wire_oid: 25,

@@ -31,6 +31,7 @@ pub use builder::ColumnBuilder;
 pub use error::{Format, ValueError};
 pub(crate) use mapping::oid;
 pub use mapping::{
-    arrow_field, copy_select_expr, EXTENSION_NAME_KEY, PG_TYPE_KEY, PG_TYPE_OID_KEY,
+    arrow_field, copy_select_expr, ARRAY_DIMS_FIELD, ARRAY_ELEMENTS_FIELD,
+    ARRAY_LOWER_BOUNDS_FIELD, EXTENSION_NAME_KEY, PG_TYPE_KEY, PG_TYPE_OID_KEY,
     UUID_EXTENSION_NAME,
 };

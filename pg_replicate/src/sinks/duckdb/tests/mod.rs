@@ -588,3 +588,56 @@ async fn apply_throughput() {
         sink.apply_totals()
     );
 }
+
+#[tokio::test]
+async fn exact_interval_arrays_are_stored_whole() {
+    let file = TempFile::new("exact-intervals");
+    let mut iv = column("iv", 1187, "interval[]", false);
+    iv.pg_type.element_oid = Some(1186);
+    iv.array_form = crate::types::ArrayForm::Exact;
+    let t = Arc::new(TableSchema {
+        id: crate::types::TableId(31),
+        name: crate::types::TableName::new("public", "spans"),
+        columns: vec![column("id", 23, "integer", true), iv],
+        replica_identity: crate::types::ReplicaIdentity::Default,
+    });
+    let mut builder = crate::types::values::ColumnBuilder::new(&t.columns[1], 2);
+    builder
+        .append_text(br#"[0:1][1:2]={{P1M2D,NULL},{PT1S,P-1D}}"#)
+        .unwrap();
+    builder.append_null();
+    let batch = RecordBatch::try_new(
+        table_arrow_schema(&t),
+        vec![
+            Arc::new(Int32Array::from(vec![1, 2])) as ArrayRef,
+            builder.finish().unwrap(),
+        ],
+    )
+    .unwrap();
+    let mut sink = DuckDbSink::open(DuckDbSinkConfig::new(&file.0)).unwrap();
+    sink.write_table_schemas(std::slice::from_ref(&t))
+        .await
+        .unwrap();
+    sink.begin_table_copy(&t).await.unwrap();
+    sink.write_table_rows(&t, batch).await.unwrap();
+    sink.end_table_copy(&t, Lsn(7)).await.unwrap();
+    let reader = sink.reader().unwrap();
+    let stored: Vec<Option<String>> = reader
+        .connection()
+        .prepare("SELECT to_json(iv)::VARCHAR FROM public.spans ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<duckdb::Result<_>>()
+        .unwrap();
+    assert_eq!(
+        stored,
+        [
+            Some(
+                r#"{"dims":[2,2],"lower_bounds":[0,1],"elements":["1 month 2 days",null,"00:00:01","-1 day"]}"#
+                    .to_owned()
+            ),
+            None
+        ]
+    );
+}
