@@ -13,8 +13,9 @@
 //! infinity encoding and the values that are refused, is in `docs/types.md`.
 //!
 //! Rooms: `mapping` (types), `builder` (the public builder), `scalar` (the
-//! enum of Arrow builders), `array` (lists and exact arrays; their text form in `array::text`), `numeric`, `datetime`, `text`
-//! (decoders of the other scalars), `error`.
+//! enum of Arrow builders), `array` (lists and exact arrays; their text
+//! form in `array::text`), `numeric`, `datetime`, `text` (decoders of the
+//! other scalars), `error`.
 
 mod array;
 mod builder;
