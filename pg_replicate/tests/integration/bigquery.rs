@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use pg_replicate::pipeline::PipelineAction;
 use pg_replicate::sinks::bigquery::{
-    BackfillMethod, BigQueryCredentials, BigQuerySink, BigQuerySinkConfig, RetryPolicy,
+    schema, BackfillMethod, BigQueryCredentials, BigQuerySink, BigQuerySinkConfig, RetryPolicy,
     StagingMethod,
 };
 use pg_replicate::types::Lsn;
@@ -292,6 +292,23 @@ async fn a_copy_superseded_by_a_later_one_changes_nothing() {
     late.write_table_rows(&table, rows(100, "late"))
         .await
         .unwrap();
+    let late_token = dataset
+        .try_query(&format!(
+            "SELECT copy_token FROM {} WHERE table_id = 4242",
+            dataset.table("_pg_replicate_copying")
+        ))
+        .await
+        .unwrap()[0][0]
+        .clone()
+        .expect("the copy in progress has a token");
+    // Statements fenced by the token of the copy in progress run.
+    let fenced = |table: &TableSchema, statement: String| {
+        schema::fenced_copy_sql(&dataset.id, identity, table, &late_token, &[statement])
+    };
+    dataset
+        .try_query(&fenced(&table, "SELECT 1".into()))
+        .await
+        .expect("a statement fenced by the current copy runs");
     next.write_table_schemas(std::slice::from_ref(&table))
         .await
         .unwrap();
@@ -304,6 +321,19 @@ async fn a_copy_superseded_by_a_later_one_changes_nothing() {
         late.end_table_copy(&table, Lsn(100)).await.is_err(),
         "the superseded copy ended without an error"
     );
+    // The superseded copy re-creating the table for a changed column type,
+    // as a killed process's request run late would: refused, the newer
+    // copy's rows stay.
+    let mut retyped = (*table).clone();
+    retyped.columns[1] = column("v", 20, "bigint", false);
+    let error = dataset
+        .try_query(&fenced(
+            &retyped,
+            schema::create_target_sql(&dataset.id, &retyped, true),
+        ))
+        .await
+        .expect_err("a late re-creation of the table was not fenced");
+    assert!(error.contains(schema::COPY_SUPERSEDED), "{error}");
     let stored = dataset
         .try_query(&format!(
             "SELECT v, COUNT(*) FROM {} GROUP BY v",

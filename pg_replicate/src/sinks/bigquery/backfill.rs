@@ -15,13 +15,11 @@ use super::encoder::encode_rows;
 use super::errors::random_id;
 use super::proto;
 use super::schema::{
-    bigquery_type, copy_table_name, create_copy_table_sql, create_target_sql, qualified,
-    target_name,
+    bigquery_type, copy_table_name, create_copy_table_sql, create_target_sql, fenced_copy_sql,
+    qualified, target_name, COPY_SUPERSEDED,
 };
 use super::sink::BigQuerySink;
-use super::state::{
-    finish_copy_sql, select_copy_tokens_sql, start_copy_sql, COPY_ROWS_WRONG, COPY_SUPERSEDED,
-};
+use super::state::{finish_copy_sql, select_copy_tokens_sql, start_copy_sql, COPY_ROWS_WRONG};
 use crate::types::{Lsn, TableSchema};
 use crate::{Error, ErrorKind, Result};
 
@@ -39,7 +37,7 @@ impl BigQuerySink {
                 &format!("start the copy of {}", table.name),
             )
             .await?;
-        self.prepare_copy_target(table).await?;
+        self.prepare_copy_target(table, &token).await?;
         self.client
             .query(
                 &create_copy_table_sql(self.dataset(), table, &token),
@@ -235,11 +233,13 @@ impl BigQuerySink {
 
     /// Brings the target table of a table about to be copied to its
     /// columns, without touching its rows (they are replaced when the copy
-    /// commits); re-created only when a column's type changed.
-    async fn prepare_copy_target(&self, table: &TableSchema) -> Result<()> {
+    /// commits); re-created only when a column's type changed. Fenced by
+    /// the copy's token: run late for a killed process, a re-creation
+    /// cannot empty a table that a newer copy filled.
+    async fn prepare_copy_target(&self, table: &TableSchema, token: &str) -> Result<()> {
         let name = target_name(&table.name);
-        let replace = match self.client.table_columns(&name).await? {
-            None => false,
+        let statements = match self.client.table_columns(&name).await? {
+            None => vec![create_target_sql(self.dataset(), table, false)],
             Some(existing) => {
                 let same_types = table.columns.iter().all(|column| {
                     existing
@@ -250,16 +250,18 @@ impl BigQuerySink {
                         })
                 });
                 if same_types {
-                    return self.evolve(table, &existing).await;
+                    self.column_changes(table, &existing)?
+                } else {
+                    vec![create_target_sql(self.dataset(), table, true)]
                 }
-                true
             }
         };
+        if statements.is_empty() {
+            return Ok(());
+        }
+        let sql = fenced_copy_sql(self.dataset(), self.identity(), table, token, &statements);
         self.client
-            .query(
-                &create_target_sql(self.dataset(), table, replace),
-                &format!("create BigQuery table {name}"),
-            )
+            .query(&sql, &format!("prepare BigQuery table {name} for its copy"))
             .await?;
         Ok(())
     }

@@ -353,6 +353,43 @@ fn name_error(message: String) -> Error {
     Error::new(ErrorKind::Schema, message)
 }
 
+/// The message of the copy's fence: another copy of the table started
+/// after this one (or it ended).
+pub const COPY_SUPERSEDED: &str = "pg_replicate: another copy of this table started after this one";
+
+/// The statement that fails with [`COPY_SUPERSEDED`] unless the copy of
+/// `token` is still `table`'s copy in progress for `identity`.
+pub fn copy_fence_sql(dataset: &str, identity: &str, table: &TableSchema, token: &str) -> String {
+    format!(
+        "ASSERT (SELECT COUNT(*) FROM {} WHERE identity = {} AND table_id = {} AND copy_token = {}) = 1 \
+         AS {};\n",
+        qualified(dataset, COPYING_TABLE),
+        literal(identity),
+        table.id.0,
+        literal(token),
+        literal(COPY_SUPERSEDED),
+    )
+}
+
+/// A script running `statements` only while the copy of `token` is still
+/// `table`'s copy in progress: the same statements sent by a killed
+/// process and run late, after a newer copy started or ended, change
+/// nothing.
+pub fn fenced_copy_sql(
+    dataset: &str,
+    identity: &str,
+    table: &TableSchema,
+    token: &str,
+    statements: &[String],
+) -> String {
+    let mut sql = copy_fence_sql(dataset, identity, table, token);
+    for statement in statements {
+        sql.push_str(statement);
+        sql.push_str(";\n");
+    }
+    sql
+}
+
 /// `CREATE TABLE` of a target table: every column nullable (a column
 /// added later cannot be required), the primary key `NOT ENFORCED`.
 pub fn create_target_sql(dataset: &str, table: &TableSchema, replace: bool) -> String {

@@ -266,11 +266,30 @@ impl BigQuerySink {
     }
 
     /// Adds and drops columns of a target table so it matches `table`.
-    pub(super) async fn evolve(
+    async fn evolve(&self, table: &TableSchema, existing: &[ExistingColumn]) -> Result<()> {
+        let statements = self.column_changes(table, existing)?;
+        if !statements.is_empty() {
+            info!(table = %table.name, statements = statements.len(), "changing the columns of a BigQuery table");
+            self.client
+                .query(
+                    &statements.join(";\n"),
+                    &format!(
+                        "change the columns of BigQuery table {}",
+                        target_name(&table.name)
+                    ),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The statements adding and dropping columns of a target table so it
+    /// matches `table`; an error when a column's type changed.
+    pub(super) fn column_changes(
         &self,
         table: &TableSchema,
         existing: &[ExistingColumn],
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         let target = qualified(self.dataset(), &target_name(&table.name));
         let mut statements = Vec::new();
         for column in &table.columns {
@@ -314,19 +333,7 @@ impl BigQuerySink {
                 ));
             }
         }
-        if !statements.is_empty() {
-            info!(table = %table.name, statements = statements.len(), "changing the columns of a BigQuery table");
-            self.client
-                .query(
-                    &statements.join(";\n"),
-                    &format!(
-                        "change the columns of BigQuery table {}",
-                        target_name(&table.name)
-                    ),
-                )
-                .await?;
-        }
-        Ok(())
+        Ok(statements)
     }
 
     /// Creates (anew, empty) the staging table of `table`.

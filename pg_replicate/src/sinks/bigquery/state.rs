@@ -22,8 +22,8 @@
 //! the LSN of the snapshot it was copied in.
 
 use super::schema::{
-    copy_table_name, literal, qualified, quote, target_name, COPIED_TABLE, COPYING_TABLE,
-    STATE_TABLE,
+    copy_fence_sql, copy_table_name, literal, qualified, quote, target_name, COPIED_TABLE,
+    COPYING_TABLE, STATE_TABLE,
 };
 use crate::types::{Lsn, TableSchema};
 
@@ -222,10 +222,6 @@ pub fn start_copy_sql(dataset: &str, identity: &str, table: &TableSchema, token:
     )
 }
 
-/// The message of the copy's fence: another copy of the table started
-/// after this one.
-pub const COPY_SUPERSEDED: &str = "pg_replicate: another copy of this table started after this one";
-
 /// The message of the copy's row check.
 pub const COPY_ROWS_WRONG: &str = "pg_replicate: the copy table holds other rows than were copied";
 
@@ -248,13 +244,14 @@ pub fn finish_copy_sql(
         table.id.0
     );
     let copying = qualified(dataset, COPYING_TABLE);
+    let fence = copy_fence_sql(dataset, identity, table, token);
     let copy = qualified(dataset, &copy_table_name(token));
     let target = qualified(dataset, &target_name(&table.name));
     let columns: Vec<String> = table.columns.iter().map(|c| quote(&c.name)).collect();
     let columns = columns.join(", ");
     format!(
         "BEGIN TRANSACTION;\n\
-         ASSERT (SELECT COUNT(*) FROM {copying} WHERE {filter} AND copy_token = {}) = 1 AS {};\n\
+         {fence}\
          ASSERT (SELECT COUNT(*) FROM {copy}) = {rows} AS {};\n\
          DELETE FROM {target} WHERE TRUE;\n\
          INSERT INTO {target} ({columns}) SELECT {columns} FROM {copy};\n\
@@ -263,8 +260,6 @@ pub fn finish_copy_sql(
          INSERT INTO {copied} (identity, table_id, table_name, snapshot_lsn, copied_at) VALUES ({}, {}, {}, {}, \
          CURRENT_TIMESTAMP());\n\
          COMMIT TRANSACTION;\n",
-        literal(token),
-        literal(COPY_SUPERSEDED),
         literal(COPY_ROWS_WRONG),
         literal(identity),
         table.id.0,
