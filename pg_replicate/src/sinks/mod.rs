@@ -12,8 +12,12 @@ pub mod bigquery;
 pub(crate) mod changes;
 #[cfg(feature = "duckdb")]
 pub mod duckdb;
+#[cfg(any(feature = "bigquery", feature = "snowflake"))]
+pub(crate) mod local_server;
 #[cfg(any(feature = "duckdb", feature = "bigquery"))]
 pub(crate) mod plan;
+#[cfg(feature = "snowflake")]
+pub mod snowflake;
 pub mod stdout;
 #[cfg(test)]
 pub(crate) mod test_fixtures;

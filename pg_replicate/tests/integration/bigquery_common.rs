@@ -7,8 +7,6 @@
 //! `PG_REPLICATE_BIGQUERY_VENV` names an installed environment (the
 //! script's output) to skip the install check.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -20,30 +18,16 @@ use crate::support::TestDb;
 /// The project every emulator request names.
 pub const PROJECT: &str = "test-project";
 
-fn venv() -> PathBuf {
-    if let Ok(path) = std::env::var("PG_REPLICATE_BIGQUERY_VENV") {
-        return PathBuf::from(path);
-    }
-    let script = Path::new(&manifest_dir()).join("../scripts/emulators/bigquery");
-    let output = Command::new("bash")
-        .arg(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(
-        output.status.success(),
-        "{} failed: the BigQuery tests need the local-bigquery emulator",
-        script.display()
-    );
-    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
-}
-
 /// The emulator of this test process, started on first use; a static is
 /// never dropped, so its watchdog stops it when the process ends.
 pub fn emulator() -> &'static LocalBigQuery {
     static EMULATOR: OnceLock<LocalBigQuery> = OnceLock::new();
     EMULATOR.get_or_init(|| {
-        LocalBigQuery::start(&venv(), PROJECT).unwrap_or_else(|e| panic!("local-bigquery: {e}"))
+        LocalBigQuery::start(
+            &crate::common::emulator_venv("PG_REPLICATE_BIGQUERY_VENV", "bigquery"),
+            PROJECT,
+        )
+        .unwrap_or_else(|e| panic!("local-bigquery: {e}"))
     })
 }
 
@@ -390,10 +374,4 @@ pub async fn wait_copied(dataset: &Dataset, tables: usize) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// The package's directory: cargo's value at run time (the build directory
-/// may be shared by checkouts in other places), else the one built in.
-fn manifest_dir() -> String {
-    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
 }

@@ -217,3 +217,32 @@ pub async fn wait_slot_state(db: &TestDb, slot: &str, active: bool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The virtual environment of a warehouse emulator: the path in `env_var`
+/// when set, else what `scripts/emulators/<script>` prints after
+/// installing it (once per machine).
+#[cfg(any(feature = "bigquery", feature = "snowflake"))]
+pub fn emulator_venv(env_var: &str, script: &str) -> std::path::PathBuf {
+    use std::process::{Command, Stdio};
+
+    if let Ok(path) = std::env::var(env_var) {
+        return path.into();
+    }
+    // The runtime value first: a test binary run from another checkout.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let script = std::path::Path::new(&manifest)
+        .join("../scripts/emulators")
+        .join(script);
+    let output = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        output.status.success(),
+        "{} failed: these tests need its emulator",
+        script.display()
+    );
+    String::from_utf8_lossy(&output.stdout).trim().into()
+}

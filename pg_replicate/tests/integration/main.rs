@@ -98,4 +98,6 @@ mod memory_sink;
 mod pipeline;
 mod replication_connection;
 mod scale;
+#[cfg(feature = "snowflake")]
+mod snowflake;
 mod types;
