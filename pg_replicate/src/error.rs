@@ -83,6 +83,59 @@ impl Error {
         &self.message
     }
 
+    /// Whether the same operation can succeed later without the user
+    /// changing anything: the kind says so ([`ErrorKind::is_retryable`]), or
+    /// the cause is a connection that closed, a server shutting down or
+    /// starting (SQLSTATE 57P01, 57P02, 57P03), a connection exception
+    /// (class 08), too many connections (53300), or a reset, refused or
+    /// timed-out socket.
+    pub fn is_retryable(&self) -> bool {
+        if self.kind.is_retryable() {
+            return true;
+        }
+        let mut cause = self
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static));
+        while let Some(error) = cause {
+            if let Some(pg) = error.downcast_ref::<tokio_postgres::Error>() {
+                if pg.is_closed() {
+                    return true;
+                }
+                if let Some(state) = pg.code() {
+                    let code = state.code();
+                    if matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+                        || code.starts_with("08")
+                    {
+                        return true;
+                    }
+                }
+            }
+            if let Some(io) = error.downcast_ref::<std::io::Error>() {
+                use std::io::ErrorKind as Io;
+                if matches!(
+                    io.kind(),
+                    Io::ConnectionReset
+                        | Io::ConnectionAborted
+                        | Io::ConnectionRefused
+                        | Io::BrokenPipe
+                        | Io::UnexpectedEof
+                        | Io::TimedOut
+                        | Io::NotConnected
+                ) {
+                    return true;
+                }
+            }
+            if let Some(inner) = error.downcast_ref::<Error>() {
+                if inner.kind.is_retryable() {
+                    return true;
+                }
+            }
+            cause = error.source();
+        }
+        false
+    }
+
     /// Prefixes the message with more context (for example the table name).
     pub fn context(mut self, context: impl fmt::Display) -> Self {
         self.message = format!("{context}: {}", self.message);
@@ -120,3 +173,21 @@ impl std::error::Error for Error {
 
 /// Result with the library's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_errors_are_told_by_kind_or_cause() {
+        assert!(Error::new(ErrorKind::Connection, "lost").is_retryable());
+        assert!(!Error::new(ErrorKind::SourceSetup, "no publication").is_retryable());
+        assert!(!Error::new(ErrorKind::Authentication, "wrong password").is_retryable());
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        assert!(Error::with_source(ErrorKind::Protocol, "read failed", reset).is_retryable());
+        let denied = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        assert!(!Error::with_source(ErrorKind::Protocol, "read failed", denied).is_retryable());
+        let inner = Error::new(ErrorKind::Connection, "closed");
+        assert!(Error::with_source(ErrorKind::Data, "while decoding", inner).is_retryable());
+    }
+}

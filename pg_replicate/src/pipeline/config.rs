@@ -71,3 +71,74 @@ impl BatchConfig {
         Ok(())
     }
 }
+
+/// How the pipeline rides through a lost change stream (a Postgres restart,
+/// a network fault): it reconnects after a pause that doubles from
+/// `initial_backoff` up to `max_backoff` (each with up to 25 % random
+/// jitter, so many pipelines do not reconnect in step), and resumes from
+/// what the sink stored. It gives up, returning the last error, when the
+/// stream has failed without delivering anything for `give_up_after`.
+/// Permanent errors (authentication, a missing publication or slot,
+/// `wal_level`, permissions) stop the pipeline at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// First pause before reconnecting.
+    pub initial_backoff: Duration,
+    /// Longest pause between attempts.
+    pub max_backoff: Duration,
+    /// How long the stream may keep failing before the pipeline stops;
+    /// zero never reconnects.
+    pub give_up_after: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+            give_up_after: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+impl RetryConfig {
+    /// Never reconnect: the first error of the stream stops the pipeline.
+    pub fn never() -> Self {
+        Self {
+            give_up_after: Duration::ZERO,
+            ..Self::default()
+        }
+    }
+
+    /// The pause before attempt `attempt` (0-based), with `jitter` in
+    /// [0, 1) scaling the random part.
+    pub(crate) fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
+        let base = self
+            .initial_backoff
+            .saturating_mul(1u32 << attempt.min(20))
+            .min(self.max_backoff);
+        base + base.mul_f64(0.25 * jitter.clamp(0.0, 1.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_bound_with_bounded_jitter() {
+        let retry = RetryConfig {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            give_up_after: Duration::from_secs(10),
+        };
+        assert_eq!(retry.backoff(0, 0.0), Duration::from_millis(100));
+        assert_eq!(retry.backoff(1, 0.0), Duration::from_millis(200));
+        assert_eq!(retry.backoff(3, 0.0), Duration::from_millis(800));
+        assert_eq!(retry.backoff(4, 0.0), Duration::from_secs(1));
+        assert_eq!(retry.backoff(60, 0.0), Duration::from_secs(1));
+        assert_eq!(retry.backoff(0, 0.5), Duration::from_micros(112_500));
+        assert!(retry.backoff(2, 0.999_999) < Duration::from_millis(500));
+        assert_eq!(RetryConfig::never().give_up_after, Duration::ZERO);
+    }
+}

@@ -4,9 +4,10 @@
 
 mod config;
 
-pub use config::{BatchConfig, PipelineAction};
+pub use config::{BatchConfig, PipelineAction, RetryConfig};
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -38,7 +39,16 @@ pub struct DataPipeline<S: Source, K: Sink> {
     sink: K,
     action: PipelineAction,
     batch: BatchConfig,
+    retry: RetryConfig,
     cancel: CancellationToken,
+}
+
+/// Where a failure of the change-streaming phase came from: the source's
+/// failures may be ridden through by reconnecting, the sink's stop the
+/// pipeline.
+enum StreamFailure {
+    Source(Error),
+    Sink(Error),
 }
 
 impl<S: Source, K: Sink> DataPipeline<S, K> {
@@ -49,8 +59,15 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
             sink,
             action,
             batch: BatchConfig::default(),
+            retry: RetryConfig::default(),
             cancel: CancellationToken::new(),
         }
+    }
+
+    /// Sets how a lost change stream is reconnected ([`RetryConfig`]).
+    pub fn with_retry_config(mut self, retry: RetryConfig) -> Self {
+        self.retry = retry;
+        self
     }
 
     /// Sets the batch limits.
@@ -112,39 +129,94 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
             return Ok(report);
         }
 
+        // Stream changes; a source failure that may pass (a restart, a
+        // network fault) reconnects and resumes from what the sink stored.
+        let mut attempt = 0u32;
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            let batches_before = report.cdc_batches;
+            let error = match self.stream_changes(&state, &mut report).await {
+                Ok(()) => return Ok(report),
+                Err(StreamFailure::Sink(error)) => return Err(error),
+                Err(StreamFailure::Source(error)) => error,
+            };
+            if report.cdc_batches > batches_before {
+                // It delivered since the last failure: a new outage.
+                attempt = 0;
+                failing_since = None;
+            }
+            let since = *failing_since.get_or_insert_with(Instant::now);
+            let mut error = error;
+            // Reconnect: pause, read what the sink stored, prepare again.
+            loop {
+                if !error.is_retryable() || since.elapsed() >= self.retry.give_up_after {
+                    return Err(error);
+                }
+                let pause = self.retry.backoff(attempt, jitter());
+                attempt = attempt.saturating_add(1);
+                warn!(error = %error, attempt, pause_ms = pause.as_millis() as u64, "the change stream failed; reconnecting");
+                tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => return Ok(report),
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                state = self.sink.resumption_state().await?;
+                match self.source.prepare(PipelineAction::CdcOnly, &state).await {
+                    Ok(plan) => {
+                        // Columns changed during the outage arrive in no
+                        // Relation message: bring the sink to the catalog's
+                        // schemas now.
+                        self.sink.write_table_schemas(&plan.tables).await?;
+                        info!(attempt, "reconnected to the source");
+                        break;
+                    }
+                    Err(next) => error = next,
+                }
+            }
+        }
+    }
+
+    /// Streams changes into the sink until the stream ends, fails or the
+    /// pipeline is cancelled.
+    async fn stream_changes(
+        &mut self,
+        state: &crate::types::change::ResumptionState,
+        report: &mut PipelineReport,
+    ) -> std::result::Result<(), StreamFailure> {
         let cdc = self
             .source
-            .start_cdc(&state, &self.batch, self.cancel.clone())
-            .await?;
+            .start_cdc(state, &self.batch, self.cancel.clone())
+            .await
+            .map_err(StreamFailure::Source)?;
         let durable = cdc.durable_sender();
         // One batch in flight: the stream reads the next batch while the sink
         // writes this one, and waits (reading nothing more) while it is full.
         let (batches, mut received) = mpsc::channel(1);
         let reader = tokio::spawn(read_batches(cdc, batches));
-        let outcome = self
-            .write_batches(&mut received, &durable, &mut report)
-            .await;
+        let outcome = self.write_batches(&mut received, &durable, report).await;
         if outcome.is_err() {
             // The stream may be waiting for data that will never be written.
             reader.abort();
-            return outcome.map(|_| report);
+            return outcome.map(|_| ());
         }
         drop(received);
         let mut cdc = reader.await.map_err(|e| {
-            Error::with_source(
+            StreamFailure::Source(Error::with_source(
                 ErrorKind::Connection,
                 "the change stream task failed; restart the pipeline to resume from the last stored \
                  position",
                 e,
-            )
+            ))
         })?;
         if let Ok(Some(lsn)) = outcome {
-            cdc.confirm_durable(lsn).await?;
+            cdc.confirm_durable(lsn)
+                .await
+                .map_err(StreamFailure::Source)?;
         }
         if let Err(close_error) = cdc.close().await {
             warn!(error = %close_error, "closing the change stream failed");
         }
-        Ok(report)
+        Ok(())
     }
 
     /// Copies one table; `None` when cancelled midway.
@@ -173,19 +245,36 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
         received: &mut mpsc::Receiver<Result<CdcBatch>>,
         durable: &watch::Sender<Lsn>,
         report: &mut PipelineReport,
-    ) -> Result<Option<Lsn>> {
+    ) -> std::result::Result<Option<Lsn>, StreamFailure> {
         let mut last = None;
         while let Some(batch) = received.recv().await {
-            let batch = batch?;
+            let batch = batch.map_err(StreamFailure::Source)?;
             report.cdc_batches += 1;
             report.transactions += batch.transactions;
-            let stored = self.sink.write_cdc_batch(batch).await?;
+            let stored = self
+                .sink
+                .write_cdc_batch(batch)
+                .await
+                .map_err(StreamFailure::Sink)?;
             // The stream confirms it to the source at once, even when idle.
             durable.send_replace(stored);
             last = Some(stored);
         }
         Ok(last)
     }
+}
+
+/// A number in [0, 1) that differs between processes and calls, for the
+/// backoff's jitter (no cryptographic quality needed).
+fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut x = u64::from(nanos) ^ (u64::from(std::process::id()) << 32) | 1;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    (x % 1_000_000) as f64 / 1_000_000.0
 }
 
 /// The stream task: reads batches into `batches` until the stream ends,

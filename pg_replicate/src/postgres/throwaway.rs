@@ -141,6 +141,24 @@ impl ThrowawayRole {
     }
 }
 
+/// How [`ThrowawayCluster::restart`] stops the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// Disconnect clients and shut down cleanly.
+    Fast,
+    /// Stop at once, as in a crash; the next start recovers from the WAL.
+    Immediate,
+}
+
+impl ShutdownMode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Fast => "fast",
+            Self::Immediate => "immediate",
+        }
+    }
+}
+
 /// How to set up a [`ThrowawayCluster`]. Start from `Default::default()`.
 #[derive(Clone, Debug)]
 pub struct ThrowawayOptions {
@@ -280,6 +298,19 @@ impl ThrowawayCluster {
         cluster.start_server()?;
         cluster.create_roles()?;
         Ok(cluster)
+    }
+
+    /// Restarts the server on the same port, cutting every connection:
+    /// `Fast` shuts down cleanly (a checkpoint), `Immediate` like a crash
+    /// (recovery from the WAL on start). Waits until it accepts
+    /// connections again.
+    pub fn restart(&self, mode: ShutdownMode) -> Result<()> {
+        let mut cmd = self.server_command(&self.bin_dir.join("pg_ctl"));
+        cmd.args(["restart", "-w", "-t", "60", "-m", mode.name(), "-D"])
+            .arg(&self.data_dir)
+            .arg("-l")
+            .arg(&self.log_file);
+        run(cmd, "pg_ctl restart").map(|_| ())
     }
 
     /// Finds the directory of the PostgreSQL server binaries: the

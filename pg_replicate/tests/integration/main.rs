@@ -96,6 +96,8 @@ mod duckdb_types;
 mod errors;
 mod memory_sink;
 mod pipeline;
+#[cfg(feature = "duckdb")]
+mod reliability;
 mod replication_connection;
 mod scale;
 #[cfg(feature = "snowflake")]

@@ -77,6 +77,12 @@ impl ReplicationStream {
                     tracing::info!(endpoint = %self.info.endpoint, "server ended the replication stream");
                     self.ended = true;
                 }
+                // A walsender that shuts down (fast or smart shutdown) ends
+                // the command without a CopyDone, then closes the connection.
+                BackendMessage::Other(Message::CommandComplete(_)) => {
+                    tracing::info!(endpoint = %self.info.endpoint, "server ended the replication stream (shutting down)");
+                    self.ended = true;
+                }
                 BackendMessage::ErrorResponse(e) => {
                     return Err(map_server_error(&e, Phase::Stream, &self.info));
                 }

@@ -245,6 +245,24 @@ impl PostgresSource {
             check_slot(&slot, existing, &self.connection.dbname)?;
             self.slot_confirmed = existing.confirmed_flush;
         }
+        if existing.is_none()
+            && action == PipelineAction::CdcOnly
+            && (state.last_lsn.is_some() || !state.copied_tables.is_empty())
+        {
+            // A new slot would start at the current WAL position: the
+            // changes between the sink's position and now would be lost.
+            return Err(Error::new(
+                ErrorKind::SourceSetup,
+                format!(
+                    "replication slot {slot} does not exist, but the sink holds data replicated through \
+                     it (up to {}): the changes since then are no longer available. Replicate into a \
+                     fresh sink (or clear this one's state) with a backfill to copy the tables again",
+                    state
+                        .last_lsn
+                        .map_or_else(|| "its copied tables".to_owned(), |lsn| format!("LSN {lsn}"))
+                ),
+            ));
+        }
 
         let mut tables_to_copy: Vec<Arc<TableSchema>> = match action {
             PipelineAction::CdcOnly => Vec::new(),
