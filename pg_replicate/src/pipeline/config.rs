@@ -29,8 +29,16 @@ pub struct BatchConfig {
     pub max_bytes: usize,
     /// Longest time a non-empty CDC batch waits for more changes.
     pub max_fill: Duration,
-    /// How often a standby status update is sent while the stream is idle.
+    /// How often a standby status update is sent while the stream is idle;
+    /// after this long without a word from the server, the update asks it
+    /// for a keepalive.
     pub status_interval: Duration,
+    /// How long the server may stay silent while streaming (a keepalive
+    /// asked for and not answered) before the connection counts as
+    /// stalled and is replaced. Keep it at least twice `status_interval`;
+    /// Postgres' own `wal_sender_timeout` (default 60 s) ends a walsender
+    /// that hears nothing from the client.
+    pub stall_timeout: Duration,
     /// Bytes of streamed, not yet committed transactions (pgoutput protocol
     /// 2, Postgres 14+) kept in memory; beyond it they are spilled to files
     /// in [`spill_dir`](Self::spill_dir).
@@ -47,6 +55,7 @@ impl Default for BatchConfig {
             max_bytes: 32 * 1024 * 1024,
             max_fill: Duration::from_millis(250),
             status_interval: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(60),
             max_spool_memory: 64 * 1024 * 1024,
             spill_dir: None,
         }
@@ -66,6 +75,13 @@ impl BatchConfig {
             return Err(Error::new(
                 ErrorKind::Config,
                 "status_interval must be positive (Postgres drops a silent replication connection after wal_sender_timeout)",
+            ));
+        }
+        if self.stall_timeout < self.status_interval.saturating_mul(2) {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "stall_timeout must be at least twice status_interval, or a live but quiet \
+                 connection would count as stalled",
             ));
         }
         Ok(())

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::sinks::Sink;
 use crate::sources::{CdcStream, Source, TableCopyStream};
-use crate::types::change::CdcBatch;
+use crate::types::change::{CdcBatch, ResumptionState};
 use crate::types::{Lsn, TableSchema};
 use crate::{Error, ErrorKind, Result};
 
@@ -43,12 +43,20 @@ pub struct DataPipeline<S: Source, K: Sink> {
     cancel: CancellationToken,
 }
 
-/// Where a failure of the change-streaming phase came from: the source's
-/// failures may be ridden through by reconnecting, the sink's stop the
-/// pipeline.
+/// Where a failure of the backfill or of the streaming came from: the
+/// source's failures may be ridden through by reconnecting, the sink's stop
+/// the pipeline.
 enum StreamFailure {
     Source(Error),
     Sink(Error),
+}
+
+/// The source failures since the last progress: how many pauses so far,
+/// and since when.
+#[derive(Default)]
+struct Outage {
+    attempt: u32,
+    since: Option<Instant>,
 }
 
 impl<S: Source, K: Sink> DataPipeline<S, K> {
@@ -104,24 +112,46 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
         self.batch.validate()?;
         let mut report = PipelineReport::default();
         let mut state = self.sink.resumption_state().await?;
-        let plan = self.source.prepare(self.action, &state).await?;
+        let mut plan = self.source.prepare(self.action, &state).await?;
         self.sink.write_table_schemas(&plan.tables).await?;
+        let mut outage = Outage::default();
 
+        // Backfill; a source failure that may pass copies the tables not
+        // yet copied again, in a new snapshot.
         if self.action != PipelineAction::CdcOnly {
-            for table in &plan.tables_to_copy {
+            let mut next = 0;
+            while next < plan.tables_to_copy.len() {
+                let table = plan.tables_to_copy[next].clone();
                 if self.cancel.is_cancelled() {
                     info!("cancelled during backfill");
                     return Ok(report);
                 }
-                let Some(rows) = self.copy_table(table).await? else {
-                    info!(table = %table.name, "cancelled during backfill; the table will be copied again");
-                    return Ok(report);
+                let rows = match self.copy_table(&table).await {
+                    Ok(Some(rows)) => rows,
+                    Ok(None) => {
+                        info!(table = %table.name, "cancelled during backfill; the table will be copied again");
+                        return Ok(report);
+                    }
+                    Err(StreamFailure::Sink(error)) => return Err(error),
+                    Err(StreamFailure::Source(error)) => {
+                        match self.recover(error, self.action, &mut outage).await? {
+                            Some((recovered_state, recovered_plan)) => {
+                                state = recovered_state;
+                                plan = recovered_plan;
+                                next = 0;
+                                continue;
+                            }
+                            None => return Ok(report),
+                        }
+                    }
                 };
-                self.sink.end_table_copy(table, plan.snapshot_lsn).await?;
+                self.sink.end_table_copy(&table, plan.snapshot_lsn).await?;
                 state.copied_tables.insert(table.id, plan.snapshot_lsn);
                 report.tables_copied += 1;
                 report.rows_copied += rows;
+                outage = Outage::default();
                 info!(table = %table.name, rows, "table copied");
+                next += 1;
             }
         }
 
@@ -131,8 +161,6 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
 
         // Stream changes; a source failure that may pass (a restart, a
         // network fault) reconnects and resumes from what the sink stored.
-        let mut attempt = 0u32;
-        let mut failing_since: Option<Instant> = None;
         loop {
             let batches_before = report.cdc_batches;
             let error = match self.stream_changes(&state, &mut report).await {
@@ -142,36 +170,52 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
             };
             if report.cdc_batches > batches_before {
                 // It delivered since the last failure: a new outage.
-                attempt = 0;
-                failing_since = None;
+                outage = Outage::default();
             }
-            let since = *failing_since.get_or_insert_with(Instant::now);
-            let mut error = error;
-            // Reconnect: pause, read what the sink stored, prepare again.
-            loop {
-                if !error.is_retryable() || since.elapsed() >= self.retry.give_up_after {
-                    return Err(error);
+            match self
+                .recover(error, PipelineAction::CdcOnly, &mut outage)
+                .await?
+            {
+                Some((recovered_state, _)) => state = recovered_state,
+                None => return Ok(report),
+            }
+        }
+    }
+
+    /// After a failure of the source: unless it is permanent or the outage
+    /// has lasted `give_up_after`, pauses (with backoff), reads what the
+    /// sink stored and prepares the source again for `action`, until that
+    /// works. `None` when cancelled meanwhile.
+    async fn recover(
+        &mut self,
+        mut error: Error,
+        action: PipelineAction,
+        outage: &mut Outage,
+    ) -> Result<Option<(ResumptionState, crate::sources::SourcePlan)>> {
+        let since = *outage.since.get_or_insert_with(Instant::now);
+        loop {
+            if !error.is_retryable() || since.elapsed() >= self.retry.give_up_after {
+                return Err(error);
+            }
+            let pause = self.retry.backoff(outage.attempt, jitter());
+            outage.attempt = outage.attempt.saturating_add(1);
+            warn!(error = %error, attempt = outage.attempt, pause_ms = pause.as_millis() as u64, "the source failed; reconnecting");
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Ok(None),
+                _ = tokio::time::sleep(pause) => {}
+            }
+            let state = self.sink.resumption_state().await?;
+            match self.source.prepare(action, &state).await {
+                Ok(plan) => {
+                    // Columns changed during the outage arrive in no
+                    // Relation message: bring the sink to the catalog's
+                    // schemas now.
+                    self.sink.write_table_schemas(&plan.tables).await?;
+                    info!(attempt = outage.attempt, "reconnected to the source");
+                    return Ok(Some((state, plan)));
                 }
-                let pause = self.retry.backoff(attempt, jitter());
-                attempt = attempt.saturating_add(1);
-                warn!(error = %error, attempt, pause_ms = pause.as_millis() as u64, "the change stream failed; reconnecting");
-                tokio::select! {
-                    biased;
-                    _ = self.cancel.cancelled() => return Ok(report),
-                    _ = tokio::time::sleep(pause) => {}
-                }
-                state = self.sink.resumption_state().await?;
-                match self.source.prepare(PipelineAction::CdcOnly, &state).await {
-                    Ok(plan) => {
-                        // Columns changed during the outage arrive in no
-                        // Relation message: bring the sink to the catalog's
-                        // schemas now.
-                        self.sink.write_table_schemas(&plan.tables).await?;
-                        info!(attempt, "reconnected to the source");
-                        break;
-                    }
-                    Err(next) => error = next,
-                }
+                Err(next) => error = next,
             }
         }
     }
@@ -180,7 +224,7 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
     /// pipeline is cancelled.
     async fn stream_changes(
         &mut self,
-        state: &crate::types::change::ResumptionState,
+        state: &ResumptionState,
         report: &mut PipelineReport,
     ) -> std::result::Result<(), StreamFailure> {
         let cdc = self
@@ -220,21 +264,34 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
     }
 
     /// Copies one table; `None` when cancelled midway.
-    async fn copy_table(&mut self, table: &Arc<TableSchema>) -> Result<Option<u64>> {
-        self.sink.begin_table_copy(table).await?;
-        let mut copy = self.source.copy_table(table, &self.batch).await?;
+    async fn copy_table(
+        &mut self,
+        table: &Arc<TableSchema>,
+    ) -> std::result::Result<Option<u64>, StreamFailure> {
+        self.sink
+            .begin_table_copy(table)
+            .await
+            .map_err(StreamFailure::Sink)?;
+        let mut copy = self
+            .source
+            .copy_table(table, &self.batch)
+            .await
+            .map_err(StreamFailure::Source)?;
         let mut rows = 0u64;
         loop {
             let next = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => return Ok(None),
-                next = copy.next_batch() => next?,
+                next = copy.next_batch() => next.map_err(StreamFailure::Source)?,
             };
             let Some(batch) = next else {
                 return Ok(Some(rows));
             };
             rows += batch.num_rows() as u64;
-            self.sink.write_table_rows(table, batch).await?;
+            self.sink
+                .write_table_rows(table, batch)
+                .await
+                .map_err(StreamFailure::Sink)?;
         }
     }
 

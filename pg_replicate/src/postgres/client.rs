@@ -26,6 +26,32 @@ use crate::{Error, ErrorKind, Result};
 /// [`ReplicationClient::connect`](super::replication::ReplicationClient::connect).
 pub async fn connect_query_client(config: &PgConnectionConfig) -> Result<tokio_postgres::Client> {
     let info = ConnInfo::new(config);
+    tokio::time::timeout(CONNECT_TIMEOUT, connect_query_client_now(config, &info))
+        .await
+        .map_err(|_| connect_timed_out(&info))?
+}
+
+/// How long connecting (TCP, TLS, authentication, start-up) may take: a
+/// server or network that accepts the connection and then says nothing must
+/// not hang the pipeline.
+pub(crate) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The error of a connection attempt that ran past [`CONNECT_TIMEOUT`].
+pub(crate) fn connect_timed_out(info: &ConnInfo) -> Error {
+    Error::new(
+        ErrorKind::Connection,
+        format!(
+            "connecting to {} took longer than {} s; check that the server is up and reachable",
+            info.endpoint,
+            CONNECT_TIMEOUT.as_secs()
+        ),
+    )
+}
+
+async fn connect_query_client_now(
+    config: &PgConnectionConfig,
+    info: &ConnInfo,
+) -> Result<tokio_postgres::Client> {
     let mut pg = tokio_postgres::Config::new();
     if config.is_unix_socket() {
         pg.host_path(&config.host);
@@ -46,8 +72,8 @@ pub async fn connect_query_client(config: &PgConnectionConfig) -> Result<tokio_p
         let (client, connection) = pg
             .connect(NoTls)
             .await
-            .map_err(|e| map_client_error(e, &info, Phase::Connect))?;
-        spawn_connection(connection, &info);
+            .map_err(|e| map_client_error(e, info, Phase::Connect))?;
+        spawn_connection(connection, info);
         client
     } else {
         pg.ssl_mode(match config.ssl_mode {
@@ -58,8 +84,8 @@ pub async fn connect_query_client(config: &PgConnectionConfig) -> Result<tokio_p
         let (client, connection) = pg
             .connect(connector)
             .await
-            .map_err(|e| map_client_error(e, &info, Phase::Connect))?;
-        spawn_connection(connection, &info);
+            .map_err(|e| map_client_error(e, info, Phase::Connect))?;
+        spawn_connection(connection, info);
         client
     };
     tracing::debug!(endpoint = %info.endpoint, "query connection established");

@@ -38,6 +38,7 @@ pub fn test_batch_config() -> BatchConfig {
         max_bytes: 1 << 20,
         max_fill: Duration::from_millis(50),
         status_interval: Duration::from_secs(1),
+        stall_timeout: Duration::from_secs(3),
         // Streamed transactions beyond 64 KiB go to disk.
         max_spool_memory: 64 * 1024,
         spill_dir: None,

@@ -94,6 +94,7 @@ mod duckdb_kill;
 #[cfg(feature = "duckdb")]
 mod duckdb_types;
 mod errors;
+mod fault_proxy;
 mod memory_sink;
 mod pipeline;
 #[cfg(feature = "duckdb")]

@@ -287,3 +287,115 @@ async fn a_cut_stream_reconnects_and_a_dropped_publication_stops_with_its_name()
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_cut_and_a_stalled_connection_are_replaced_during_cdc() {
+    use std::sync::Mutex;
+
+    use crate::common::{start_source, wait_converged, wait_until};
+    use crate::fault_proxy::FaultProxy;
+    use crate::memory_sink::{MemorySink, Store};
+
+    let db = crate::support::fresh_database("proxy_cdc").await;
+    let publication = db.unique_name("pub");
+    let slot = db.unique_name("slot");
+    db.execute(&format!(
+        "CREATE TABLE items (id int PRIMARY KEY, v text);
+         INSERT INTO items SELECT g, 'a' FROM generate_series(1, 100) g;
+         CREATE PUBLICATION {publication} FOR TABLE items;"
+    ))
+    .await;
+    let proxy = FaultProxy::start(db.config().port).await;
+    let mut config = db.config();
+    config.host = "127.0.0.1".into();
+    config.port = proxy.port();
+    let store = Arc::new(Mutex::new(Store::default()));
+    let running = start_source(
+        PostgresSource::new(config, &publication, &slot),
+        MemorySink::new(store.clone()),
+        PipelineAction::Both,
+    );
+    wait_until("the backfill", Duration::from_secs(30), || {
+        store.lock().unwrap().state.copied_tables.len() == 1
+    })
+    .await;
+
+    db.execute("UPDATE items SET v = 'before the cut' WHERE id <= 10")
+        .await;
+    wait_converged(&db, &store, &["public.items"]).await;
+    proxy.cut();
+    db.execute(
+        "UPDATE items SET v = 'after the cut' WHERE id > 90; DELETE FROM items WHERE id = 50",
+    )
+    .await;
+    wait_converged(&db, &store, &["public.items"]).await;
+
+    // A stalled connection says nothing, and closes nothing: only the
+    // pipeline's stall timeout (3 s here) can tell.
+    proxy.stall_existing();
+    db.execute("INSERT INTO items VALUES (500, 'during the stall')")
+        .await;
+    wait_converged(&db, &store, &["public.items"]).await;
+    assert!(
+        !running.handle.is_finished(),
+        "the pipeline stopped on a fault"
+    );
+    running.stop().await.expect("the pipeline stops cleanly");
+}
+
+#[tokio::test]
+async fn a_backfill_cut_midway_copies_the_unfinished_tables_again() {
+    use std::sync::Mutex;
+
+    use crate::common::{start_source, wait_converged, wait_until};
+    use crate::fault_proxy::FaultProxy;
+    use crate::memory_sink::{MemorySink, Store};
+
+    let db = crate::support::fresh_database("proxy_backfill").await;
+    let publication = db.unique_name("pub");
+    let slot = db.unique_name("slot");
+    db.execute(&format!(
+        "CREATE TABLE small (id int PRIMARY KEY, v text);
+         INSERT INTO small SELECT g, 's' FROM generate_series(1, 10) g;
+         CREATE TABLE big (id int PRIMARY KEY, v text);
+         INSERT INTO big SELECT g, repeat('b', 50) FROM generate_series(1, 200000) g;
+         CREATE PUBLICATION {publication} FOR TABLE small, big;"
+    ))
+    .await;
+    let proxy = FaultProxy::start(db.config().port).await;
+    let mut config = db.config();
+    config.host = "127.0.0.1".into();
+    config.port = proxy.port();
+    let store = Arc::new(Mutex::new(Store::default()));
+    let running = start_source(
+        PostgresSource::new(config, &publication, &slot).with_copy_connections(1),
+        MemorySink::new(store.clone()),
+        PipelineAction::Both,
+    );
+    // Cut while the big table's rows are arriving.
+    wait_until(
+        "the first copied rows of big",
+        Duration::from_secs(60),
+        || store.lock().unwrap().rows("public.big").len() >= 1000,
+    )
+    .await;
+    assert!(
+        store.lock().unwrap().state.copied_tables.len() < 2,
+        "the backfill ended before the cut; make the table bigger"
+    );
+    proxy.cut();
+    db.execute("UPDATE big SET v = 'changed during the backfill' WHERE id % 1000 = 0")
+        .await;
+    wait_until("both tables copied", Duration::from_secs(120), || {
+        store.lock().unwrap().state.copied_tables.len() == 2
+    })
+    .await;
+    db.execute("INSERT INTO small VALUES (11, 'streamed')")
+        .await;
+    wait_converged(&db, &store, &["public.small", "public.big"]).await;
+    assert!(
+        !running.handle.is_finished(),
+        "the pipeline stopped on the cut"
+    );
+    running.stop().await.expect("the pipeline stops cleanly");
+}

@@ -547,7 +547,7 @@ async fn replication_setup_errors() {
         .start_replication(&slot, Lsn::ZERO, &publication, 1)
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::SourceSetup, "{err}");
+    assert_eq!(err.kind(), ErrorKind::Connection, "{err}");
     assert!(err.message().contains("55006"), "{err}");
     assert!(err.message().contains(&format!("PID {pid}")), "{err}");
 

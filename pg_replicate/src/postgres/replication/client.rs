@@ -389,6 +389,16 @@ pub(super) async fn start_session(
     replication: bool,
 ) -> Result<Session> {
     let info = ConnInfo::new(config);
+    tokio::time::timeout(
+        crate::postgres::client::CONNECT_TIMEOUT,
+        start_session_now(config, replication),
+    )
+    .await
+    .map_err(|_| crate::postgres::client::connect_timed_out(&info))?
+}
+
+async fn start_session_now(config: &PgConnectionConfig, replication: bool) -> Result<Session> {
+    let info = ConnInfo::new(config);
     if config.username.is_empty() || config.dbname.is_empty() {
         return Err(Error::new(
             ErrorKind::Config,

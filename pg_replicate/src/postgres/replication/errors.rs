@@ -204,11 +204,14 @@ fn classify(err: &ServerError, phase: Phase, info: &ConnInfo) -> (ErrorKind, Str
             "the server is not in a state that allows this command".to_owned(),
             "fix the server state the message names",
         ),
+        // Retryable: after a network fault it is this pipeline's own earlier
+        // walsender, which ends within wal_sender_timeout.
         "55006" if msg.contains("replication slot") => (
-            ErrorKind::SourceSetup,
+            ErrorKind::Connection,
             "the replication slot is in use by another connection".to_owned(),
             "stop the other consumer (its PID is in the message and in \
-             pg_replication_slots.active_pid) or wait for it to exit, then retry",
+             pg_replication_slots.active_pid) or wait for it to exit, then retry; an earlier \
+             connection of this pipeline cut by a network fault exits within wal_sender_timeout",
         ),
         "55006" => (
             ErrorKind::SourceSetup,
@@ -435,7 +438,7 @@ mod tests {
             Phase::Query,
             &info(),
         );
-        assert_eq!(e.kind(), ErrorKind::SourceSetup);
+        assert_eq!(e.kind(), ErrorKind::Connection);
         assert!(e.message().contains("PID 4242"));
 
         let e = map_server_error(

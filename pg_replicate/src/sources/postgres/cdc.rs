@@ -82,6 +82,8 @@ pub struct PostgresCdcStream {
     /// End LSN of transactions that carried nothing for the sink.
     empty_end: Lsn,
     last_status: Instant,
+    /// When the server last sent anything (data or keepalive).
+    last_heard: Instant,
 
     /// Streamed transactions not yet committed, by top-level xid.
     spools: HashMap<u32, Spool>,
@@ -132,6 +134,7 @@ impl PostgresCdcStream {
             handed_out: start,
             empty_end: start,
             last_status: Instant::now(),
+            last_heard: Instant::now(),
             spools: HashMap::new(),
             spool_limits: SpoolLimits {
                 dir: batch.spill_dir.clone().unwrap_or_else(std::env::temp_dir),
@@ -578,7 +581,8 @@ impl CdcStream for PostgresCdcStream {
             }
 
             let status_due = self.last_status + self.batch.status_interval;
-            let mut wake = status_due;
+            let stalled_at = self.last_heard + self.batch.stall_timeout;
+            let mut wake = status_due.min(stalled_at);
             if between_transactions {
                 if let Some(fill) = self.fill_deadline() {
                     wake = wake.min(fill);
@@ -602,6 +606,7 @@ impl CdcStream for PostgresCdcStream {
                     shutdown_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
                 }
                 message = self.stream.next_message() => {
+                    self.last_heard = Instant::now();
                     match message? {
                         Some(ReplicationMessage::XLogData { wal_end, data, .. }) => {
                             self.received = self.received.max(wal_end);
@@ -635,13 +640,27 @@ impl CdcStream for PostgresCdcStream {
                     }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {
+                    let silent = self.last_heard.elapsed();
+                    if silent >= self.batch.stall_timeout {
+                        warn!(silent_s = silent.as_secs(), "the replication connection stalled");
+                        return Err(Error::new(
+                            ErrorKind::Connection,
+                            format!(
+                                "Postgres sent nothing for {} s although asked for a keepalive \
+                                 (BatchConfig::stall_timeout): the replication connection stalled",
+                                silent.as_secs()
+                            ),
+                        ));
+                    }
                     if Instant::now() >= status_due {
                         if let Some(progress) = self.take_idle_progress() {
                             // Confirmed (and the status sent) once the sink stored it.
                             self.last_status = Instant::now();
                             return Ok(Some(progress));
                         }
-                        self.send_status(false).await?;
+                        // After a silence, ask for a keepalive at once: a
+                        // live server answers, a stalled connection does not.
+                        self.send_status(silent >= self.batch.status_interval).await?;
                     }
                 }
             }

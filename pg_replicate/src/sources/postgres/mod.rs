@@ -413,6 +413,12 @@ impl Source for PostgresSource {
         action: PipelineAction,
         state: &ResumptionState,
     ) -> Result<SourcePlan> {
+        // Prepared again after a failure: what the last attempt opened is
+        // dropped (its copies are redone in a new snapshot).
+        self.copy_pool = None;
+        self.snapshot = None;
+        self.slot_connection = None;
+        self.snapshot_connection = None;
         self.query = Some(connect_query_client(&self.connection).await?);
         match self.tables.clone() {
             Tables::Listed(names) => self.prepare_listed(action, names).await,
@@ -487,7 +493,7 @@ impl Source for PostgresSource {
         if let Some(snapshot) = self.snapshot_connection.take() {
             snapshot.close().await;
         }
-        let connection = match self.slot_connection.take() {
+        let mut connection = match self.slot_connection.take() {
             Some(connection) => connection,
             None => ReplicationClient::connect(&self.connection).await?,
         };
@@ -499,6 +505,16 @@ impl Source for PostgresSource {
         } else {
             1
         };
+        // The server ends a walsender that hears nothing for
+        // wal_sender_timeout: matching it to the stall timeout frees the
+        // slot soon after a network fault leaves our side gone.
+        let timeout = format!(
+            "SET wal_sender_timeout = '{}ms'",
+            batch.stall_timeout.as_millis()
+        );
+        if let Err(error) = connection.simple_query(&timeout).await {
+            warn!(error = %error, "could not set wal_sender_timeout for the replication connection");
+        }
         let stream = connection
             .start_replication(&slot, start, &publication, protocol)
             .await?;
