@@ -28,7 +28,14 @@ pub(crate) struct UnitReader<'c> {
     max_rows: usize,
     max_bytes: usize,
     bytes: usize,
+    /// How long the server may send nothing before the copy counts as
+    /// stalled.
+    silence_limit: std::time::Duration,
 }
+
+/// How many stall timeouts a COPY may stay silent: a scan that finds few
+/// rows (a selective publication row filter) sends nothing for a while.
+const COPY_SILENCE_FACTOR: u32 = 5;
 
 impl<'c> UnitReader<'c> {
     /// Starts the unit's `COPY` on `client`.
@@ -74,6 +81,7 @@ impl<'c> UnitReader<'c> {
             max_rows: batch.max_rows,
             max_bytes: batch.max_bytes,
             bytes: 0,
+            silence_limit: batch.stall_timeout.saturating_mul(COPY_SILENCE_FACTOR),
         })
     }
 
@@ -105,34 +113,42 @@ impl<'c> UnitReader<'c> {
             let table = &self.table;
             let builders = &mut self.builders;
             let rows = &mut self.rows;
+            let silence_limit = self.silence_limit;
             let bytes = &mut self.bytes;
-            let read = self
-                .client
-                .read_copy_data(|payload| {
-                    *bytes += payload.len();
-                    let mut on_row = |fields: &mut RowFields<'_>| {
-                        for (index, (field, builder)) in fields.zip(builders.iter_mut()).enumerate()
-                        {
-                            match field {
-                                None => builder.append_null(),
-                                Some(value) => {
-                                    builder.append_binary(value).map_err(|e| (index, e))?
-                                }
-                            }
+            let read = self.client.read_copy_data(|payload| {
+                *bytes += payload.len();
+                let mut on_row = |fields: &mut RowFields<'_>| {
+                    for (index, (field, builder)) in fields.zip(builders.iter_mut()).enumerate() {
+                        match field {
+                            None => builder.append_null(),
+                            Some(value) => builder.append_binary(value).map_err(|e| (index, e))?,
                         }
-                        *rows += 1;
-                        Ok::<(), (usize, ValueError)>(())
-                    };
-                    parser
-                        .feed(payload, &mut on_row)
-                        .map_err(|e| decode_error(table, e))?;
-                    Ok(if *rows >= max_rows || *bytes >= max_bytes {
-                        ControlFlow::Break(())
-                    } else {
-                        ControlFlow::Continue(())
-                    })
+                    }
+                    *rows += 1;
+                    Ok::<(), (usize, ValueError)>(())
+                };
+                parser
+                    .feed(payload, &mut on_row)
+                    .map_err(|e| decode_error(table, e))?;
+                Ok(if *rows >= max_rows || *bytes >= max_bytes {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
                 })
+            });
+            let read = tokio::time::timeout(silence_limit, read)
                 .await
+                .map_err(|_| {
+                    Error::new(
+                        ErrorKind::Connection,
+                        format!(
+                            "copying {}: Postgres sent nothing for {} s (5 × BatchConfig::stall_timeout); \
+                             the connection stalled",
+                            table.name,
+                            silence_limit.as_secs()
+                        ),
+                    )
+                })?
                 .map_err(|e| e.context(format_args!("copying {}", table.name)))?;
             if read.is_none() {
                 if let Some(parser) = self.parser.take() {
