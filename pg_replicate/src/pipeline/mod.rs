@@ -72,7 +72,8 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
         }
     }
 
-    /// Sets how a lost change stream is reconnected ([`RetryConfig`]).
+    /// Sets how the pipeline reconnects after the source fails, during the
+    /// backfill or while streaming ([`RetryConfig`]).
     pub fn with_retry_config(mut self, retry: RetryConfig) -> Self {
         self.retry = retry;
         self
