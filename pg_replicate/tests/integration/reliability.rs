@@ -290,11 +290,11 @@ async fn a_cut_stream_reconnects_and_a_dropped_publication_stops_with_its_name()
 
 #[tokio::test]
 async fn a_cut_and_a_stalled_connection_are_replaced_during_cdc() {
-    use std::sync::Mutex;
-
-    use crate::common::{start_source, wait_converged, wait_until};
+    use crate::common::start_source;
+    use crate::duckdb_common::{
+        columns, config as duck_config, wait_copied, wait_duck_converged, DuckDir,
+    };
     use crate::fault_proxy::FaultProxy;
-    use crate::memory_sink::{MemorySink, Store};
 
     let db = crate::support::fresh_database("proxy_cdc").await;
     let publication = db.unique_name("pub");
@@ -309,33 +309,35 @@ async fn a_cut_and_a_stalled_connection_are_replaced_during_cdc() {
     let mut config = db.config();
     config.host = "127.0.0.1".into();
     config.port = proxy.port();
-    let store = Arc::new(Mutex::new(Store::default()));
+    let dir = DuckDir::new(&db);
+    let sink =
+        DuckDbSink::open(duck_config(&dir.file("proxy.duckdb"), &publication, &slot)).unwrap();
+    let reader = sink.reader().unwrap();
     let running = start_source(
         PostgresSource::new(config, &publication, &slot),
-        MemorySink::new(store.clone()),
+        sink,
         PipelineAction::Both,
     );
-    wait_until("the backfill", Duration::from_secs(30), || {
-        store.lock().unwrap().state.copied_tables.len() == 1
-    })
-    .await;
+    wait_copied(&reader, 1).await;
+    let cols = columns(&[("id", "int4"), ("v", "text")]);
+    let tables: [(&str, &str, &[_]); 1] = [("items", "public.items", &cols)];
 
     db.execute("UPDATE items SET v = 'before the cut' WHERE id <= 10")
         .await;
-    wait_converged(&db, &store, &["public.items"]).await;
+    wait_duck_converged(&db, &reader, &tables).await;
     proxy.cut();
     db.execute(
         "UPDATE items SET v = 'after the cut' WHERE id > 90; DELETE FROM items WHERE id = 50",
     )
     .await;
-    wait_converged(&db, &store, &["public.items"]).await;
+    wait_duck_converged(&db, &reader, &tables).await;
 
     // A stalled connection says nothing, and closes nothing: only the
     // pipeline's stall timeout (3 s here) can tell.
     proxy.stall_existing();
     db.execute("INSERT INTO items VALUES (500, 'during the stall')")
         .await;
-    wait_converged(&db, &store, &["public.items"]).await;
+    wait_duck_converged(&db, &reader, &tables).await;
     assert!(
         !running.handle.is_finished(),
         "the pipeline stopped on a fault"
@@ -358,13 +360,14 @@ async fn a_backfill_cut_midway_copies_the_unfinished_tables_again() {
 }
 
 /// A backfill through the proxy suffers `fault` while the big table's rows
-/// arrive; the pipeline copies what was not finished again and streams on.
+/// are being copied; the pipeline copies what was not finished again and
+/// streams on.
 async fn backfill_survives(fault: Fault) {
-    use std::sync::Mutex;
-
-    use crate::common::{start_source, wait_converged, wait_until};
+    use crate::common::start_source;
+    use crate::duckdb_common::{
+        columns, config as duck_config, wait_copied, wait_duck_converged, DuckDir,
+    };
     use crate::fault_proxy::FaultProxy;
-    use crate::memory_sink::{MemorySink, Store};
 
     let db = crate::support::fresh_database("proxy_backfill").await;
     let publication = db.unique_name("pub");
@@ -373,7 +376,7 @@ async fn backfill_survives(fault: Fault) {
         "CREATE TABLE small (id int PRIMARY KEY, v text);
          INSERT INTO small SELECT g, 's' FROM generate_series(1, 10) g;
          CREATE TABLE big (id int PRIMARY KEY, v text);
-         INSERT INTO big SELECT g, repeat('b', 50) FROM generate_series(1, 200000) g;
+         INSERT INTO big SELECT g, repeat('b', 50) FROM generate_series(1, 300000) g;
          CREATE PUBLICATION {publication} FOR TABLE small, big;"
     ))
     .await;
@@ -381,20 +384,45 @@ async fn backfill_survives(fault: Fault) {
     let mut config = db.config();
     config.host = "127.0.0.1".into();
     config.port = proxy.port();
-    let store = Arc::new(Mutex::new(Store::default()));
+    let dir = DuckDir::new(&db);
+    let sink = DuckDbSink::open(duck_config(
+        &dir.file("backfill.duckdb"),
+        &publication,
+        &slot,
+    ))
+    .unwrap();
+    let reader = sink.reader().unwrap();
     let running = start_source(
         PostgresSource::new(config, &publication, &slot).with_copy_connections(1),
-        MemorySink::new(store.clone()),
+        sink,
         PipelineAction::Both,
     );
-    wait_until(
-        "the first copied rows of big",
-        Duration::from_secs(60),
-        || store.lock().unwrap().rows("public.big").len() >= 1000,
-    )
-    .await;
+    // DuckDB commits a copy whole: watch the COPY on the Postgres side.
+    let client = db.client().await;
+    let start = Instant::now();
+    loop {
+        let copied: Option<i64> = client
+            .query_one(
+                // COPY (SELECT …) reports no relation: the only COPY of
+                // this database with that many rows is big's.
+                "SELECT max(tuples_processed) FROM pg_stat_progress_copy \
+                 WHERE datname = current_database()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if copied.is_some_and(|n| n >= 1000) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the copy of big did not start within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert!(
-        store.lock().unwrap().state.copied_tables.len() < 2,
+        crate::duckdb_common::copied_tables(&reader) < 2,
         "the backfill ended before the fault; make the table bigger"
     );
     match fault {
@@ -402,13 +430,19 @@ async fn backfill_survives(fault: Fault) {
     }
     db.execute("UPDATE big SET v = 'changed during the backfill' WHERE id % 1000 = 0")
         .await;
-    wait_until("both tables copied", Duration::from_secs(120), || {
-        store.lock().unwrap().state.copied_tables.len() == 2
-    })
-    .await;
+    wait_copied(&reader, 2).await;
     db.execute("INSERT INTO small VALUES (11, 'streamed')")
         .await;
-    wait_converged(&db, &store, &["public.small", "public.big"]).await;
+    let cols = columns(&[("id", "int4"), ("v", "text")]);
+    wait_duck_converged(
+        &db,
+        &reader,
+        &[
+            ("small", "public.small", &cols),
+            ("big", "public.big", &cols),
+        ],
+    )
+    .await;
     assert!(
         !running.handle.is_finished(),
         "the pipeline stopped on the {fault:?}"
