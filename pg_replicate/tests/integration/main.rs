@@ -103,4 +103,6 @@ mod replication_connection;
 mod scale;
 #[cfg(feature = "snowflake")]
 mod snowflake;
+#[cfg(feature = "snowflake")]
+mod snowflake_sink;
 mod types;

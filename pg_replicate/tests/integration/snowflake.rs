@@ -15,7 +15,7 @@ use pg_replicate::sinks::snowflake::{
 use pg_replicate::ErrorKind;
 
 /// The emulator of this test process, started on first use.
-fn emulator() -> &'static LocalSnowflake {
+pub fn emulator() -> &'static LocalSnowflake {
     static EMULATOR: OnceLock<LocalSnowflake> = OnceLock::new();
     EMULATOR.get_or_init(|| {
         LocalSnowflake::start(&crate::common::emulator_venv(

@@ -167,7 +167,50 @@ impl SnowflakeClient {
         self.run(sql, Some(bindings)).await
     }
 
+    /// Uploads `bytes` as file `name` into `location` of an internal stage
+    /// (`STAGE` or `STAGE/path`), replacing a file of that name.
+    pub async fn put_file(&mut self, location: &str, name: &str, bytes: Vec<u8>) -> Result<()> {
+        let sql = format!("PUT file:///{name} @{location} AUTO_COMPRESS=FALSE OVERWRITE=TRUE");
+        let data = self.run_data(&sql, None).await?;
+        let info = &data["stageInfo"];
+        let kind = info["locationType"].as_str().unwrap_or("unknown");
+        let url = match info["presignedUrl"].as_str() {
+            Some(url) if kind == "GCS" && !url.is_empty() => url.to_owned(),
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Sink,
+                    format!(
+                        "Snowflake keeps stage @{location} on {kind} storage without a presigned upload URL;                          this client uploads only to presigned URLs (GCS-hosted accounts and the emulator)"
+                    ),
+                ))
+            }
+        };
+        let size = bytes.len();
+        let response = self.http.put(&url).body(bytes).send().await.map_err(|e| {
+            Error::with_source(
+                ErrorKind::Connection,
+                format!("cannot upload file {name} to stage @{location}"),
+                e,
+            )
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(Error::new(
+                ErrorKind::Sink,
+                format!("the upload of file {name} ({size} bytes) to stage @{location} answered HTTP {status}"),
+            ));
+        }
+        debug!(%location, name, size, "file uploaded to a Snowflake stage");
+        Ok(())
+    }
+
     async fn run(&mut self, sql: &str, bindings: Option<Value>) -> Result<QueryResult> {
+        let data = self.run_data(sql, bindings).await?;
+        QueryResult::from_data(&data)
+    }
+
+    /// Runs one statement and returns the `data` of its answer.
+    async fn run_data(&mut self, sql: &str, bindings: Option<Value>) -> Result<Value> {
         let deadline = Instant::now() + self.config.query_timeout;
         let mut logged_in_again = false;
         loop {
@@ -206,7 +249,7 @@ impl SnowflakeClient {
                     .await?;
             }
             if response["success"].as_bool() == Some(true) {
-                return QueryResult::from_data(&response["data"]);
+                return Ok(response["data"].take());
             }
             let code = code(&response);
             if SESSION_EXPIRED.contains(&code.as_str()) && !logged_in_again {

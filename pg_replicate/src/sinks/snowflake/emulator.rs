@@ -27,7 +27,10 @@ impl LocalSnowflake {
         command
             .args(["-s", "--host", "127.0.0.1", "-p"])
             .arg(port.to_string())
-            .current_dir(&dir);
+            .current_dir(&dir)
+            // fakesnow keeps its stages under the temporary directory:
+            // the scratch directory, removed with the server.
+            .env("TMPDIR", &dir);
         let server = LocalServer::start("fakesnow", command, dir, &[port])?;
         Ok(Self {
             server,

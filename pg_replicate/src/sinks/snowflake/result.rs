@@ -4,7 +4,7 @@
 
 use std::io::Cursor;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, RecordBatch};
 use base64::Engine;
 use serde_json::Value;
 
@@ -123,4 +123,38 @@ fn arrow_batches(encoded: &str) -> Result<Vec<RecordBatch>> {
     reader
         .map(|batch| batch.map_err(|e| malformed(format!("an Arrow batch does not decode ({e})"))))
         .collect()
+}
+
+impl QueryResult {
+    /// Every cell as text (Arrow values formatted as Arrow displays them,
+    /// JSON values as sent), NULL as `None`.
+    pub fn text_rows(&self) -> Result<Vec<Vec<Option<String>>>> {
+        let batches = match &self.rows {
+            ResultRows::Json(rows) => return Ok(rows.clone()),
+            ResultRows::Arrow(batches) => batches,
+        };
+        let options = arrow::util::display::FormatOptions::default();
+        let mut rows = Vec::new();
+        for batch in batches {
+            let formatters = batch
+                .columns()
+                .iter()
+                .map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| malformed(format!("a result column cannot be shown as text ({e})")))?;
+            for row in 0..batch.num_rows() {
+                rows.push(
+                    batch
+                        .columns()
+                        .iter()
+                        .zip(&formatters)
+                        .map(|(column, format)| {
+                            (!column.is_null(row)).then(|| format.value(row).to_string())
+                        })
+                        .collect(),
+                );
+            }
+        }
+        Ok(rows)
+    }
 }

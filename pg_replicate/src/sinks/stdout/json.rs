@@ -303,7 +303,8 @@ fn write_year(out: &mut Vec<u8>, year: i64) {
     }
 }
 
-fn write_date(out: &mut Vec<u8>, days: i32) {
+/// A date (days since 1970-01-01) as `YYYY-MM-DD`; infinities as words.
+pub(crate) fn write_date(out: &mut Vec<u8>, days: i32) {
     if days == i32::MAX {
         out.extend_from_slice(b"infinity");
         return;

@@ -1,0 +1,330 @@
+//! The Snowflake sink against the real `fakesnow` emulator: the type
+//! matrix value for value through the backfill, a copy superseded by a
+//! later one, and values Snowflake cannot hold named clearly.
+
+use std::time::{Duration, Instant};
+
+use pg_replicate::pipeline::PipelineAction;
+use pg_replicate::sinks::snowflake::{
+    SnowflakeClient, SnowflakeConfig, SnowflakeCredentials, SnowflakeSink, SnowflakeSinkConfig,
+};
+use pg_replicate::ErrorKind;
+use serde_json::Value;
+
+use crate::common::start_with;
+use crate::snowflake::emulator;
+use crate::support::{fresh_database, TestDb};
+
+/// How a column is compared: both sides become the same text.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    /// The same text on both sides.
+    Text,
+    /// Equal as f64 (NaN equal to NaN).
+    Float,
+    /// Equal numerals once trailing zeros are dropped.
+    Decimal,
+    /// `char(n)`: the padded text.
+    Bpchar,
+    /// Hex of the bytes.
+    Bytea,
+    /// Microseconds since midnight.
+    Time,
+    /// Microseconds since the epoch.
+    Timestamp,
+    /// Equal JSON values (json, jsonb; arrays against `to_json`).
+    Json,
+    /// Arrays, against Postgres's `to_json`.
+    Array,
+    /// `timestamptz[]` (whole seconds): UTC instants with `Z`, as stored.
+    TimestamptzArray,
+    /// `json[]`/`jsonb[]`: each element's text as a JSON string, as stored.
+    JsonArray,
+}
+
+fn matrix_kind(column: &str) -> Kind {
+    match column {
+        "c_float4" | "c_float8" => Kind::Float,
+        "c_numeric_12_2" | "c_numeric_big" => Kind::Decimal,
+        "c_bytea" => Kind::Bytea,
+        "c_bpchar" => Kind::Bpchar,
+        "c_time" => Kind::Time,
+        "c_ts" | "c_tstz" => Kind::Timestamp,
+        "c_json" | "c_jsonb" => Kind::Json,
+        "c_tstz_arr" => Kind::TimestamptzArray,
+        "c_jsonb_arr" => Kind::JsonArray,
+        c if c.ends_with("_arr") => Kind::Array,
+        _ => Kind::Text,
+    }
+}
+
+fn exprs(kind: Kind, column: &str) -> (String, String) {
+    let pg = format!("\"{column}\"");
+    let sf = format!("\"{}\"", column.to_uppercase());
+    match kind {
+        Kind::Text | Kind::Float | Kind::Decimal => {
+            (format!("{pg}::text"), format!("{sf}::VARCHAR"))
+        }
+        // concat keeps the padding of char(n), which a cast to text drops.
+        Kind::Bpchar => (
+            format!("CASE WHEN {pg} IS NULL THEN NULL ELSE concat({pg}) END"),
+            format!("{sf}::VARCHAR"),
+        ),
+        Kind::Bytea => (
+            format!("upper(encode({pg}, 'hex'))"),
+            format!("HEX_ENCODE({sf})"),
+        ),
+        Kind::Time => (
+            format!("(extract(epoch from {pg}) * 1000000)::bigint::text"),
+            format!("{sf}::VARCHAR"),
+        ),
+        Kind::Timestamp => (
+            format!("(extract(epoch from {pg}) * 1000000)::numeric(30,0)::text"),
+            format!("DATE_PART(EPOCH_MICROSECOND, {sf})::VARCHAR"),
+        ),
+        Kind::Json => (format!("{pg}::text"), format!("TO_JSON({sf})")),
+        Kind::Array => (format!("to_json({pg})::text"), format!("TO_JSON({sf})")),
+        Kind::TimestamptzArray => (
+            format!(
+                "(SELECT json_agg(to_char(e AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') ORDER BY n)::text \
+                 FROM unnest({pg}) WITH ORDINALITY AS u(e, n))"
+            ),
+            format!("TO_JSON({sf})"),
+        ),
+        Kind::JsonArray => (
+            format!(
+                "CASE WHEN {pg} IS NULL THEN NULL ELSE (SELECT coalesce(json_agg(e::text ORDER BY n), '[]')::text \
+                 FROM unnest({pg}) WITH ORDINALITY AS u(e, n)) END"
+            ),
+            format!("TO_JSON({sf})"),
+        ),
+    }
+}
+
+fn normalize(kind: Kind, value: Option<String>) -> Option<String> {
+    let value = value?;
+    Some(match kind {
+        Kind::Float => {
+            let v: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("not a float: {value}"));
+            format!("{v:?}")
+        }
+        Kind::Decimal if value.contains('.') => {
+            value.trim_end_matches('0').trim_end_matches('.').to_owned()
+        }
+        Kind::Time if value.contains(':') => {
+            let parts: Vec<&str> = value.split(':').collect();
+            let seconds: f64 = parts[2].parse().unwrap();
+            let micros = (parts[0].parse::<i64>().unwrap() * 3600
+                + parts[1].parse::<i64>().unwrap() * 60)
+                * 1_000_000
+                + (seconds * 1_000_000.0).round() as i64;
+            micros.to_string()
+        }
+        Kind::Json | Kind::Array | Kind::TimestamptzArray | Kind::JsonArray => {
+            serde_json::from_str::<Value>(&value)
+                .unwrap_or_else(|_| panic!("not JSON: {value}"))
+                .to_string()
+        }
+        _ => value,
+    })
+}
+
+/// The connection to a database of its own on the emulator.
+fn connection(database: &str) -> SnowflakeConfig {
+    SnowflakeConfig::new(
+        "testacct",
+        "loader",
+        SnowflakeCredentials::Password("unused by the emulator".into()),
+    )
+    .with_base_url(emulator().url())
+    .with_database(database)
+    .with_schema("REPLICA")
+}
+
+async fn client(database: &str) -> SnowflakeClient {
+    SnowflakeClient::connect(connection(database))
+        .await
+        .unwrap_or_else(|e| panic!("log in to fakesnow: {e}"))
+}
+
+/// Rows of `sql` as text.
+async fn rows(client: &mut SnowflakeClient, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+    let result = client.query(sql, &[]).await.map_err(|e| e.to_string())?;
+    result.text_rows().map_err(|e| e.to_string())
+}
+
+/// Waits (at most 60 s) until `n` tables are recorded as copied.
+async fn wait_copied(client: &mut SnowflakeClient, n: usize) {
+    let started = Instant::now();
+    loop {
+        let copied = rows(
+            client,
+            "SELECT COUNT(*) FROM _PGR_COPIED WHERE SNAPSHOT_LSN IS NOT NULL",
+        )
+        .await
+        .ok()
+        .and_then(|r| r.first().and_then(|row| row[0].clone()));
+        if copied.as_deref() == Some(&n.to_string()) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{n} copied tables were not recorded in 60 s (now {copied:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Postgres `pg_table` and Snowflake `sf_table`, columns compared as
+/// `spec` says, sorted.
+async fn both_sides(
+    db: &TestDb,
+    client: &mut SnowflakeClient,
+    pg_table: &str,
+    sf_table: &str,
+    spec: &[(&str, Kind)],
+) -> (Vec<Vec<Option<String>>>, Vec<Vec<Option<String>>>) {
+    let (pg, sf): (Vec<String>, Vec<String>) = spec.iter().map(|(c, k)| exprs(*k, c)).unzip();
+    let pg_client = db.client().await;
+    pg_client
+        .batch_execute("SET intervalstyle = iso_8601; SET timezone = 'UTC'")
+        .await
+        .unwrap();
+    let pg_rows = pg_client
+        .query(&format!("SELECT {} FROM {pg_table}", pg.join(", ")), &[])
+        .await
+        .unwrap();
+    let mut expected: Vec<Vec<Option<String>>> = pg_rows
+        .iter()
+        .map(|row| {
+            spec.iter()
+                .enumerate()
+                .map(|(i, (_, k))| normalize(*k, row.get::<_, Option<String>>(i)))
+                .collect()
+        })
+        .collect();
+    let mut actual: Vec<Vec<Option<String>>> =
+        rows(client, &format!("SELECT {} FROM {sf_table}", sf.join(", ")))
+            .await
+            .unwrap_or_else(|e| panic!("read {sf_table}: {e}"))
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .zip(spec)
+                    .map(|(v, (_, k))| normalize(*k, v))
+                    .collect()
+            })
+            .collect();
+    expected.sort();
+    actual.sort();
+    (expected, actual)
+}
+
+/// Every type of the shared matrix ([`crate::types::COLUMNS`]), typical
+/// values and NULLs, through the backfill, value for value.
+#[tokio::test]
+async fn every_type_of_the_matrix_is_exact_through_the_copy() {
+    let db = fresh_database("sf_matrix").await;
+    let (publication, slot) = (db.unique_name("pub"), db.unique_name("slot"));
+    crate::types::set_up(&db, &publication).await;
+    let typical = |id: u32| crate::types::TYPICAL.replacen("(1,", &format!("({id},"), 1);
+    let nulls = |id: u32| format!("({id}{})", ", NULL".repeat(crate::types::COLUMNS.len()));
+    // Row 3: the edges Snowflake holds (the matrix's infinities and BC
+    // dates it does not: see the next test).
+    db.execute(&format!(
+        "INSERT INTO all_types VALUES {}, {}, {};
+         UPDATE all_types SET c_float4 = 'NaN', c_float8 = '-Infinity', c_numeric = 'NaN', c_int8 = -9223372036854775808,
+           c_oid = 4294967295, c_numeric_12_2 = -9999999999.99, c_text = E'line\nbreak \"q\" \\\\ é 😀, ok',
+           c_varchar = E'\\\\N', c_name = '', c_bytea = '\\x', c_date = '0001-01-01', c_time = '23:59:59.999999',
+           c_ts = '9999-12-31 23:59:59.999999', c_tstz = '0001-01-01 00:00:00+00',
+           c_interval = '-1 year -2 days +03:04:05.678', c_json = '[]', c_jsonb = '{{}}', c_text_arr = '{{}}'
+         WHERE id = 3",
+        typical(1),
+        nulls(2),
+        typical(3)
+    ))
+    .await;
+    let database = db.name().to_uppercase();
+    let sink = SnowflakeSink::connect(SnowflakeSinkConfig::new(connection(&database)))
+        .await
+        .unwrap();
+    let running = start_with(
+        &db,
+        &publication,
+        &slot,
+        sink,
+        PipelineAction::TableCopiesOnly,
+    );
+    let report = running.handle.await.unwrap();
+    report.unwrap_or_else(|e| panic!("the copy failed: {e}"));
+    let mut client = client(&database).await;
+    wait_copied(&mut client, 1).await;
+    let mut spec: Vec<(&str, Kind)> = vec![("id", Kind::Text)];
+    spec.extend(
+        crate::types::COLUMNS
+            .iter()
+            .map(|(c, _)| (*c, matrix_kind(c))),
+    );
+    let (expected, actual) = both_sides(&db, &mut client, "all_types", "ALL_TYPES", &spec).await;
+    assert_eq!(expected.len(), 3);
+    let mut differences = Vec::new();
+    for (want, got) in expected.iter().zip(&actual) {
+        for ((name, _), (w, g)) in spec.iter().zip(want.iter().zip(got)) {
+            if w != g {
+                differences.push(format!("{name}: Postgres {w:?}, Snowflake {g:?}"));
+            }
+        }
+    }
+    assert!(differences.is_empty(), "{differences:#?}");
+    assert_eq!(expected, actual);
+}
+
+/// A value Snowflake cannot hold (an infinite date) stops the copy with
+/// an error naming the table and the column, not the value.
+#[tokio::test]
+async fn a_value_snowflake_cannot_hold_names_table_and_column() {
+    let db = fresh_database("sf_infinity").await;
+    let (publication, slot) = (db.unique_name("pub"), db.unique_name("slot"));
+    db.execute(&format!(
+        "CREATE TABLE events (id int PRIMARY KEY, day date);
+         INSERT INTO events VALUES (1, '2024-01-01'), (2, 'infinity');
+         CREATE PUBLICATION {publication} FOR TABLE events;"
+    ))
+    .await;
+    let database = db.name().to_uppercase();
+    let sink = SnowflakeSink::connect(SnowflakeSinkConfig::new(connection(&database)))
+        .await
+        .unwrap();
+    let running = start_with(
+        &db,
+        &publication,
+        &slot,
+        sink,
+        PipelineAction::TableCopiesOnly,
+    );
+    let error = tokio::time::timeout(Duration::from_secs(60), running.handle)
+        .await
+        .expect("the copy did not end in 60 s")
+        .unwrap()
+        .expect_err("an infinite date cannot be stored");
+    assert_eq!(error.kind(), ErrorKind::Data, "{error}");
+    assert!(
+        error.message().contains("column \"day\" of public.events")
+            && error.message().contains("infinity"),
+        "{error}"
+    );
+    let mut client = client(&database).await;
+    let copied = rows(
+        &mut client,
+        "SELECT COUNT(*) FROM _PGR_COPIED WHERE SNAPSHOT_LSN IS NOT NULL",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        copied[0][0].as_deref(),
+        Some("0"),
+        "nothing is recorded as copied"
+    );
+}
