@@ -8,7 +8,7 @@
 
 #[cfg(feature = "bigquery")]
 pub mod bigquery;
-#[cfg(any(feature = "duckdb", feature = "bigquery"))]
+#[cfg(any(feature = "duckdb", feature = "bigquery", feature = "snowflake"))]
 pub(crate) mod changes;
 #[cfg(feature = "duckdb")]
 pub mod duckdb;

@@ -1,6 +1,8 @@
 //! The Snowflake sink against the real `fakesnow` emulator: the type
-//! matrix value for value through the backfill, a copy superseded by a
-//! later one, and values Snowflake cannot hold named clearly.
+//! matrix value for value through the backfill and the stream; inserts,
+//! updates (of keys, and leaving TOASTed values unchanged), deletes,
+//! truncates and schema changes converging; the slot never confirmed past
+//! the stored LSN; values Snowflake cannot hold named clearly.
 
 use std::time::{Duration, Instant};
 
@@ -8,10 +10,11 @@ use pg_replicate::pipeline::PipelineAction;
 use pg_replicate::sinks::snowflake::{
     SnowflakeClient, SnowflakeConfig, SnowflakeCredentials, SnowflakeSink, SnowflakeSinkConfig,
 };
+use pg_replicate::types::Lsn;
 use pg_replicate::ErrorKind;
 use serde_json::Value;
 
-use crate::common::start_with;
+use crate::common::{confirmed_flush, start_with, Running};
 use crate::snowflake::emulator;
 use crate::support::{fresh_database, TestDb};
 
@@ -26,6 +29,8 @@ enum Kind {
     Decimal,
     /// `char(n)`: the padded text.
     Bpchar,
+    /// Long text, by its MD5.
+    Md5,
     /// Hex of the bytes.
     Bytea,
     /// Microseconds since midnight.
@@ -70,6 +75,7 @@ fn exprs(kind: Kind, column: &str) -> (String, String) {
             format!("CASE WHEN {pg} IS NULL THEN NULL ELSE concat({pg}) END"),
             format!("{sf}::VARCHAR"),
         ),
+        Kind::Md5 => (format!("md5({pg})"), format!("MD5({sf})")),
         Kind::Bytea => (
             format!("upper(encode({pg}, 'hex'))"),
             format!("HEX_ENCODE({sf})"),
@@ -185,7 +191,7 @@ async fn both_sides(
     pg_table: &str,
     sf_table: &str,
     spec: &[(&str, Kind)],
-) -> (Vec<Vec<Option<String>>>, Vec<Vec<Option<String>>>) {
+) -> Result<(Vec<Vec<Option<String>>>, Vec<Vec<Option<String>>>), String> {
     let (pg, sf): (Vec<String>, Vec<String>) = spec.iter().map(|(c, k)| exprs(*k, c)).unzip();
     let pg_client = db.client().await;
     pg_client
@@ -208,7 +214,7 @@ async fn both_sides(
     let mut actual: Vec<Vec<Option<String>>> =
         rows(client, &format!("SELECT {} FROM {sf_table}", sf.join(", ")))
             .await
-            .unwrap_or_else(|e| panic!("read {sf_table}: {e}"))
+            .map_err(|e| format!("read {sf_table}: {e}"))?
             .into_iter()
             .map(|row| {
                 row.into_iter()
@@ -219,13 +225,191 @@ async fn both_sides(
             .collect();
     expected.sort();
     actual.sort();
-    (expected, actual)
+    Ok((expected, actual))
+}
+
+/// Waits (at most 90 s) until Snowflake `sf_table` equals Postgres
+/// `pg_table`; panics saying how they differ, or how the pipeline ended
+/// when it stopped.
+async fn wait_converged(
+    db: &TestDb,
+    client: &mut SnowflakeClient,
+    running: Running,
+    pg_table: &str,
+    sf_table: &str,
+    spec: &[(&str, Kind)],
+) -> Running {
+    let started = Instant::now();
+    loop {
+        // A query can fail while the sink changes the table's columns:
+        // that is "not yet" too.
+        let sides = both_sides(db, client, pg_table, sf_table, spec).await;
+        if sides
+            .as_ref()
+            .is_ok_and(|(expected, actual)| expected == actual)
+        {
+            return running;
+        }
+        if started.elapsed() > Duration::from_secs(90) || running.handle.is_finished() {
+            let problem = match sides {
+                Err(error) => error,
+                Ok((expected, actual)) => {
+                    let missing: Vec<_> = expected
+                        .iter()
+                        .filter(|r| !actual.contains(r))
+                        .take(3)
+                        .collect();
+                    let extra: Vec<_> = actual
+                        .iter()
+                        .filter(|r| !expected.contains(r))
+                        .take(3)
+                        .collect();
+                    format!(
+                        "{sf_table} did not converge to {pg_table} ({} rows in Postgres, {} in Snowflake); \
+                         missing: {missing:?}; extra: {extra:?}",
+                        expected.len(),
+                        actual.len()
+                    )
+                }
+            };
+            let outcome = running.stop().await;
+            panic!(
+                "{problem}; the pipeline ended with {outcome:?}; the emulator's log ends with:\n{}",
+                log_tail(30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The last `lines` lines of the emulator's log.
+fn log_tail(lines: usize) -> String {
+    let log = std::fs::read_to_string(emulator().log_file()).unwrap_or_default();
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The stored LSN of `identity`.
+async fn stored_lsn(client: &mut SnowflakeClient, identity: &str) -> Option<Lsn> {
+    let rows = rows(
+        client,
+        &format!("SELECT LAST_LSN FROM _PGR_STATE WHERE IDENTITY = '{identity}'"),
+    )
+    .await
+    .unwrap();
+    rows.first()
+        .and_then(|r| r[0].clone())
+        .map(|lsn| Lsn(lsn.parse().unwrap()))
+}
+
+async fn assert_confirmed_not_ahead(
+    db: &TestDb,
+    client: &mut SnowflakeClient,
+    slot: &str,
+    identity: &str,
+) {
+    let stored = stored_lsn(client, identity).await;
+    if let Some(confirmed) = confirmed_flush(db, slot).await {
+        assert!(
+            stored.is_some_and(|s| confirmed <= s),
+            "confirmed {confirmed} is ahead of stored {stored:?}"
+        );
+    }
+}
+
+const ITEMS: &[(&str, Kind)] = &[
+    ("id", Kind::Text),
+    ("v", Kind::Text),
+    ("n", Kind::Decimal),
+    ("t", Kind::Text),
+    ("big", Kind::Md5),
+    ("j", Kind::Json),
+];
+
+fn insert_items(ids: std::ops::RangeInclusive<i64>) -> String {
+    let rows: Vec<String> = ids
+        .map(|id| {
+            format!(
+                "({id}, {id} * 10, {id} / 8.0, 'text {id}', repeat(md5('{id}'), 100), '{{\"id\": {id}}}')"
+            )
+        })
+        .collect();
+    format!("INSERT INTO items VALUES {}", rows.join(", "))
+}
+
+/// Inserts, updates (some leaving the TOASTed column unchanged, some
+/// moving keys), deletes, a truncate in the middle of a transaction, and
+/// columns added and dropped, all converge; the slot is never confirmed
+/// past the stored LSN.
+#[tokio::test]
+async fn changes_truncates_and_schema_changes_converge() {
+    let db = fresh_database("sf_changes").await;
+    let (publication, slot) = (db.unique_name("pub"), db.unique_name("slot"));
+    // EXTERNAL storage keeps `big` out of line uncompressed, so updates
+    // that do not touch it send it as unchanged TOAST.
+    db.execute(&format!(
+        "CREATE TABLE items (id bigint PRIMARY KEY, v int, n numeric(12,2), t text, big text, j jsonb);
+         ALTER TABLE items ALTER COLUMN big SET STORAGE EXTERNAL;
+         {}; CREATE PUBLICATION {publication} FOR TABLE items",
+        insert_items(1..=40)
+    ))
+    .await;
+    let database = db.name().to_uppercase();
+    let identity = "items";
+    let sink = SnowflakeSink::connect(
+        SnowflakeSinkConfig::new(connection(&database)).with_identity(identity),
+    )
+    .await
+    .unwrap();
+    let mut running = start_with(&db, &publication, &slot, sink, PipelineAction::Both);
+    let mut client = client(&database).await;
+    wait_copied(&mut client, 1).await;
+    running = wait_converged(&db, &mut client, running, "items", "ITEMS", ITEMS).await;
+
+    db.execute(&format!(
+        "BEGIN; {}; UPDATE items SET t = 'upd' || id, v = -v WHERE id % 3 = 0;
+         UPDATE items SET id = id + 1000 WHERE id % 7 = 0; DELETE FROM items WHERE id % 5 = 1; COMMIT;
+         UPDATE items SET n = n + 1 WHERE id < 20; DELETE FROM items WHERE id = 2; {};
+         UPDATE items SET v = 5 WHERE id = 3; UPDATE items SET id = 3000 WHERE id = 3; UPDATE items SET t = NULL WHERE id = 3000;",
+        insert_items(41..=60),
+        insert_items(2..=2)
+    ))
+    .await;
+    running = wait_converged(&db, &mut client, running, "items", "ITEMS", ITEMS).await;
+
+    db.execute(&format!(
+        "BEGIN; UPDATE items SET v = 0; TRUNCATE items; {}; UPDATE items SET v = 7 WHERE id = 61; COMMIT;",
+        insert_items(61..=70)
+    ))
+    .await;
+    running = wait_converged(&db, &mut client, running, "items", "ITEMS", ITEMS).await;
+
+    db.execute(
+        "ALTER TABLE items ADD COLUMN extra numeric(8,3); UPDATE items SET extra = id / 4.0 WHERE id < 66;
+         ALTER TABLE items DROP COLUMN v; UPDATE items SET extra = -1 WHERE id = 70;",
+    )
+    .await;
+    let mut evolved: Vec<(&str, Kind)> = ITEMS.iter().copied().filter(|(c, _)| *c != "v").collect();
+    evolved.push(("extra", Kind::Decimal));
+    running = wait_converged(&db, &mut client, running, "items", "ITEMS", &evolved).await;
+
+    running.stop().await.unwrap();
+    assert_confirmed_not_ahead(&db, &mut client, &slot, identity).await;
+    let landing = rows(&mut client, "SELECT COUNT(*) FROM LANDING_ITEMS")
+        .await
+        .unwrap();
+    assert_eq!(
+        landing[0][0].as_deref(),
+        Some("0"),
+        "the landing table is emptied by each merge"
+    );
 }
 
 /// Every type of the shared matrix ([`crate::types::COLUMNS`]), typical
-/// values and NULLs, through the backfill, value for value.
+/// values, edges and NULLs, through the backfill and then the stream,
+/// value for value.
 #[tokio::test]
-async fn every_type_of_the_matrix_is_exact_through_the_copy() {
+async fn every_type_of_the_matrix_is_exact_through_copy_and_stream() {
     let db = fresh_database("sf_matrix").await;
     let (publication, slot) = (db.unique_name("pub"), db.unique_name("slot"));
     crate::types::set_up(&db, &publication).await;
@@ -250,15 +434,7 @@ async fn every_type_of_the_matrix_is_exact_through_the_copy() {
     let sink = SnowflakeSink::connect(SnowflakeSinkConfig::new(connection(&database)))
         .await
         .unwrap();
-    let running = start_with(
-        &db,
-        &publication,
-        &slot,
-        sink,
-        PipelineAction::TableCopiesOnly,
-    );
-    let report = running.handle.await.unwrap();
-    report.unwrap_or_else(|e| panic!("the copy failed: {e}"));
+    let mut running = start_with(&db, &publication, &slot, sink, PipelineAction::Both);
     let mut client = client(&database).await;
     wait_copied(&mut client, 1).await;
     let mut spec: Vec<(&str, Kind)> = vec![("id", Kind::Text)];
@@ -267,7 +443,9 @@ async fn every_type_of_the_matrix_is_exact_through_the_copy() {
             .iter()
             .map(|(c, _)| (*c, matrix_kind(c))),
     );
-    let (expected, actual) = both_sides(&db, &mut client, "all_types", "ALL_TYPES", &spec).await;
+    let (expected, actual) = both_sides(&db, &mut client, "all_types", "ALL_TYPES", &spec)
+        .await
+        .unwrap();
     assert_eq!(expected.len(), 3);
     let mut differences = Vec::new();
     for (want, got) in expected.iter().zip(&actual) {
@@ -279,6 +457,20 @@ async fn every_type_of_the_matrix_is_exact_through_the_copy() {
     }
     assert!(differences.is_empty(), "{differences:#?}");
     assert_eq!(expected, actual);
+
+    // The same values through the stream: inserted, then a row turned
+    // from NULLs into values and back, and a key moved.
+    db.execute(&format!(
+        "INSERT INTO all_types VALUES {}, {};
+         DELETE FROM all_types WHERE id = 2; INSERT INTO all_types VALUES {};
+         UPDATE all_types SET id = 7 WHERE id = 1; UPDATE all_types SET id = 8 WHERE id = 3;",
+        typical(5),
+        nulls(6),
+        typical(2)
+    ))
+    .await;
+    running = wait_converged(&db, &mut client, running, "all_types", "ALL_TYPES", &spec).await;
+    running.stop().await.unwrap();
 }
 
 /// A value Snowflake cannot hold (an infinite date) stops the copy with

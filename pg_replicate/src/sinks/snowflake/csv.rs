@@ -19,7 +19,8 @@
 use arrow::array::{
     Array, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray,
     Float32Array, Float64Array, Int16Array, Int32Array, Int64Array, IntervalMonthDayNanoArray,
-    StringArray, Time64MicrosecondArray, TimestampMicrosecondArray, UInt32Array,
+    StringArray, Time64MicrosecondArray, TimestampMicrosecondArray, UInt32Array, UInt64Array,
+    UInt8Array,
 };
 use arrow::datatypes::{DataType, Field};
 
@@ -117,7 +118,9 @@ fn write_cell(
         DataType::Int16 => int(out, downcast::<Int16Array>(values)?.value(row)),
         DataType::Int32 => int(out, downcast::<Int32Array>(values)?.value(row)),
         DataType::Int64 => int(out, downcast::<Int64Array>(values)?.value(row)),
+        DataType::UInt8 => int(out, downcast::<UInt8Array>(values)?.value(row)),
         DataType::UInt32 => int(out, downcast::<UInt32Array>(values)?.value(row)),
+        DataType::UInt64 => int(out, downcast::<UInt64Array>(values)?.value(row)),
         DataType::Float32 => float(out, downcast::<Float32Array>(values)?.value(row)),
         DataType::Float64 => float(out, downcast::<Float64Array>(values)?.value(row)),
         DataType::Decimal128(_, scale) => {

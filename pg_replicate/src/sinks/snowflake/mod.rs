@@ -10,6 +10,7 @@
 //! JWT), `binding` (bound values), `result` (answers), `client` (the
 //! protocol), `emulator` (fakesnow for tests).
 
+mod apply;
 mod auth;
 mod binding;
 mod client;
@@ -17,6 +18,8 @@ mod config;
 mod copy;
 mod csv;
 mod emulator;
+mod landing;
+mod merge;
 mod result;
 mod schema;
 mod sink;

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, IntervalUnit, TimeUnit};
 
 use crate::types::values::{arrow_field, oid};
-use crate::types::{ColumnSchema, TableName, TableSchema};
+use crate::types::{ColumnSchema, ReplicaIdentity, TableName, TableSchema};
 use crate::{Error, ErrorKind, Result};
 
 /// The sink's table of replication state (one row per identity).
@@ -148,6 +148,16 @@ pub fn snowflake_type(column: &ColumnSchema) -> SnowflakeType {
     }
 }
 
+/// Indexes of the columns that identify a row (see
+/// [`TableSchema::identity_columns`]); empty for tables without any,
+/// which the sink can only append to.
+pub fn key_columns(table: &TableSchema) -> Vec<usize> {
+    if table.replica_identity == ReplicaIdentity::Nothing {
+        return Vec::new();
+    }
+    table.identity_columns().collect()
+}
+
 /// The Snowflake spelling of a Postgres name: upper case when it is plain
 /// lower case (so it needs no quotes in Snowflake), else unchanged.
 pub fn snowflake_name(name: &str) -> String {
@@ -181,6 +191,16 @@ pub fn target_name(table: &TableName) -> String {
         snowflake_name(&table.name)
     } else {
         snowflake_name(&format!("{}_{}", table.schema, table.name))
+    }
+}
+
+/// The (unquoted) name of a table's landing table.
+pub fn landing_name(table: &TableName) -> String {
+    let target = target_name(table);
+    if target.chars().any(|c| c.is_ascii_lowercase()) {
+        format!("landing_{target}")
+    } else {
+        format!("LANDING_{target}")
     }
 }
 
@@ -230,11 +250,12 @@ pub fn load_column(i: usize) -> String {
     format!("\"C{}\"", i + 1)
 }
 
-/// `COPY INTO` a load table from the files under `path` of the stage.
+/// `COPY INTO` a load table from the files under `path` of the stage,
+/// which are removed once loaded.
 pub fn copy_into_sql(load: &str, path: &str) -> String {
     format!(
         "COPY INTO {} FROM @{STAGE}/{path} FILE_FORMAT = (TYPE = CSV FIELD_OPTIONALLY_ENCLOSED_BY = '\"' \
-         NULL_IF = ('\\\\N') EMPTY_FIELD_AS_NULL = FALSE ESCAPE_UNENCLOSED_FIELD = NONE)",
+         NULL_IF = ('\\\\N') EMPTY_FIELD_AS_NULL = FALSE ESCAPE_UNENCLOSED_FIELD = NONE) PURGE = TRUE",
         quote(load)
     )
 }
@@ -288,7 +309,6 @@ fn name_error(message: String) -> Error {
 mod tests {
     use super::*;
     use crate::sinks::test_fixtures::column;
-    use crate::types::ReplicaIdentity;
 
     #[test]
     fn plain_lower_case_names_become_upper_case_and_others_stay() {

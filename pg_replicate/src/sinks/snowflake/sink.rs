@@ -2,15 +2,20 @@
 //!
 //! A backfill writes CSV files into the sink's stage and, when the table's
 //! copy ends, loads them into a load table and moves them into the target
-//! table in the transaction that records the copy ([`super::copy`]).
+//! table in the transaction that records the copy ([`super::copy`]). A
+//! change batch lands in the landing tables and is merged into the target
+//! tables in the transaction that stores its end LSN ([`super::apply`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
-use tracing::info;
+use std::time::Instant;
 
+use tracing::{debug, info};
+
+use super::apply::KnownTables;
 use super::client::SnowflakeClient;
 use super::copy::Copy;
 use super::schema::{
@@ -39,8 +44,13 @@ pub struct SnowflakeSink {
     pub(super) config: SnowflakeSinkConfig,
     pub(super) client: SnowflakeClient,
     state_ready: bool,
-    /// The stored end LSN of the last change batch; `None` until read.
+    /// The stored end LSN of the last change batch; `None` until read
+    /// (and after a failure, which may have left it either way).
     last_lsn: Option<Option<Lsn>>,
+    /// When this sink last stored the state.
+    pub(super) stored_at: Option<Instant>,
+    /// The schema each table has in Snowflake (and its landing table).
+    pub(super) tables: KnownTables,
     pub(super) copy: Option<Copy>,
 }
 
@@ -60,6 +70,8 @@ impl SnowflakeSink {
             client,
             state_ready: false,
             last_lsn: None,
+            stored_at: None,
+            tables: KnownTables::new(),
             copy: None,
         })
     }
@@ -129,6 +141,25 @@ impl SnowflakeSink {
         };
         self.last_lsn = Some(last);
         Ok(last)
+    }
+
+    /// The stored end LSN of the last change batch.
+    pub(super) async fn last_lsn(&mut self) -> Result<Option<Lsn>> {
+        match self.last_lsn {
+            Some(last) => Ok(last),
+            None => self.read_last_lsn().await,
+        }
+    }
+
+    /// The state must be read again before it is used.
+    pub(super) fn forget_state(&mut self) {
+        self.last_lsn = None;
+    }
+
+    /// The state now holds `lsn`.
+    pub(super) fn stored(&mut self, lsn: Lsn) {
+        self.last_lsn = Some(Some(lsn));
+        self.stored_at = Some(Instant::now());
     }
 
     async fn read_copied(&mut self) -> Result<BTreeMap<TableId, Lsn>> {
@@ -231,7 +262,7 @@ impl SnowflakeSink {
 
     /// Creates the target table of `table`, or brings a copied one to its
     /// columns.
-    async fn ensure_target(&mut self, table: &TableSchema, copied: bool) -> Result<()> {
+    pub(super) async fn ensure_target(&mut self, table: &TableSchema, copied: bool) -> Result<()> {
         match self.existing_columns(table).await? {
             None => {
                 let name = target_name(&table.name);
@@ -288,6 +319,8 @@ impl Sink for SnowflakeSink {
         for table in tables {
             self.ensure_target(table, copied.contains_key(&table.id))
                 .await?;
+            self.create_landing(table).await?;
+            self.tables.insert(table.id, table.clone());
         }
         info!(tables = tables.len(), "Snowflake tables ready");
         Ok(())
@@ -310,14 +343,9 @@ impl Sink for SnowflakeSink {
     }
 
     async fn write_cdc_batch(&mut self, batch: CdcBatch) -> Result<Lsn> {
-        let _ = self.last_lsn;
-        Err(Error::new(
-            ErrorKind::Sink,
-            format!(
-                "the Snowflake sink does not apply changes yet (a change batch ending at {} arrived); \
-                 use the copy-table mode",
-                batch.end_lsn
-            ),
-        ))
+        if self.copy.take().is_some() {
+            debug!("dropping an unfinished copy");
+        }
+        self.apply_batch(&batch).await
     }
 }

@@ -79,3 +79,16 @@ pub fn end_copy_sql(identity: &str, table: TableId, token: &str, snapshot_lsn: u
         literal(token)
     )
 }
+
+/// Moves the state row of `identity` from `expected` to `next`; it
+/// updates no row when the state is not `expected` (another writer).
+pub fn update_state_sql(identity: &str, expected: Option<u64>, next: u64) -> String {
+    let current = match expected {
+        Some(lsn) => format!("LAST_LSN = {lsn}"),
+        None => "LAST_LSN IS NULL".to_owned(),
+    };
+    format!(
+        "UPDATE {STATE_TABLE} SET LAST_LSN = {next} WHERE IDENTITY = {} AND {current}",
+        literal(identity)
+    )
+}
