@@ -16,6 +16,8 @@ pub mod duckdb;
 pub(crate) mod local_server;
 #[cfg(any(feature = "duckdb", feature = "bigquery"))]
 pub(crate) mod plan;
+#[cfg(any(feature = "bigquery", feature = "snowflake"))]
+pub(crate) mod progress;
 #[cfg(feature = "snowflake")]
 pub mod snowflake;
 pub mod stdout;

@@ -23,7 +23,7 @@ use tracing::{debug, info};
 use super::client::{BigQueryClient, ExistingColumn};
 use super::config::{BigQuerySinkConfig, StagingMethod};
 use super::copy::{parquet_file, Copy};
-use super::pending::{advance_rows, commit_range, uncovered, Pending, PendingTable};
+use super::pending::{Pending, PendingTable};
 use super::proto;
 use super::schema::{
     bigquery_type, check_names, create_state_sql, create_target_sql, qualified, quote,
@@ -36,6 +36,7 @@ use super::state::{
     Progress, FORMAT_VERSION, PROGRESS_MOVED,
 };
 use super::storage_write::StorageWriter;
+use crate::sinks::progress::{advance_rows, commit_range, uncovered};
 use crate::sinks::Sink;
 use crate::types::change::{CdcBatch, CdcEvent, ResumptionState};
 use crate::types::{Lsn, TableId, TableSchema};

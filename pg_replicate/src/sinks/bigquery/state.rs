@@ -25,38 +25,11 @@ use super::schema::{
     copy_fence_sql, copy_table_name, literal, qualified, quote, target_name, COPIED_TABLE,
     COPYING_TABLE, STATE_TABLE,
 };
+pub use crate::sinks::progress::{Position, Progress};
 use crate::types::{Lsn, TableSchema};
 
 /// Version of the state layout; a dataset with another is refused.
 pub const FORMAT_VERSION: i64 = 1;
-
-/// Part of a transaction applied (see the module documentation).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Position {
-    /// Commit LSN of the transaction.
-    pub commit_lsn: Lsn,
-    /// Its row changes up to this sequence number are applied; `None`: none.
-    pub seq: Option<u32>,
-    /// Its first `events` truncates and schema changes are applied.
-    pub events: u32,
-}
-
-impl Position {
-    /// Whether a row change of the transaction committed at `commit_lsn`
-    /// with sequence number `seq` is already applied.
-    pub fn covers_row(&self, commit_lsn: Lsn, seq: u32) -> bool {
-        commit_lsn < self.commit_lsn || (commit_lsn == self.commit_lsn && self.seq >= Some(seq))
-    }
-}
-
-/// How far the sink has applied the stream.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Progress {
-    /// End LSN of the last batch applied completely.
-    pub last_lsn: Option<Lsn>,
-    /// The part of a transaction applied beyond `last_lsn`, if any.
-    pub position: Option<Position>,
-}
 
 fn number(value: Option<i64>) -> String {
     value.map_or_else(|| "NULL".to_owned(), |v| v.to_string())
@@ -67,43 +40,14 @@ fn lsn_value(lsn: Lsn) -> i64 {
     lsn.0 as i64
 }
 
-impl Progress {
-    /// Whether a row change of the transaction committed at `commit_lsn`
-    /// with sequence number `seq` is already applied: its transaction
-    /// committed before `last_lsn`, or the position covers it. The sink
-    /// checks this itself rather than trust where the stream resumes: a
-    /// killed process's last script can commit after the restarted
-    /// pipeline chose its start.
-    pub fn covers_row(&self, commit_lsn: Lsn, seq: u32) -> bool {
-        self.last_lsn.is_some_and(|last| commit_lsn < last)
-            || self.position.is_some_and(|p| p.covers_row(commit_lsn, seq))
-    }
-
-    /// Whether every transaction of a complete batch ending at `end_lsn`
-    /// is already applied: it ends before the stored LSN, or before the
-    /// commit of the transaction applied in part.
-    pub fn covers_batch_ending_at(&self, end_lsn: Lsn) -> bool {
-        self.last_lsn.is_some_and(|last| end_lsn <= last)
-            || self.position.is_some_and(|p| end_lsn <= p.commit_lsn)
-    }
-
-    /// Whether the `index`-th truncate or schema change (from 1) of the
-    /// transaction committed at `commit_lsn` is already applied.
-    pub fn covers_event(&self, commit_lsn: Lsn, index: u32) -> bool {
-        self.last_lsn.is_some_and(|last| commit_lsn < last)
-            || self.position.is_some_and(|p| {
-                commit_lsn < p.commit_lsn || (commit_lsn == p.commit_lsn && index <= p.events)
-            })
-    }
-
-    fn columns(&self) -> [Option<i64>; 4] {
-        [
-            self.last_lsn.map(lsn_value),
-            self.position.map(|p| lsn_value(p.commit_lsn)),
-            self.position.and_then(|p| p.seq).map(i64::from),
-            self.position.map(|p| i64::from(p.events)),
-        ]
-    }
+/// The state row's progress columns, in [`PROGRESS_COLUMNS`] order.
+fn progress_columns(progress: &Progress) -> [Option<i64>; 4] {
+    [
+        progress.last_lsn.map(lsn_value),
+        progress.position.map(|p| lsn_value(p.commit_lsn)),
+        progress.position.and_then(|p| p.seq).map(i64::from),
+        progress.position.map(|p| i64::from(p.events)),
+    ]
 }
 
 const PROGRESS_COLUMNS: [&str; 4] = [
@@ -150,7 +94,7 @@ pub fn insert_progress_sql(dataset: &str, identity: &str) -> String {
 pub fn assert_progress_sql(dataset: &str, identity: &str, expected: &Progress) -> String {
     let conditions: Vec<String> = PROGRESS_COLUMNS
         .iter()
-        .zip(expected.columns())
+        .zip(progress_columns(expected))
         .map(|(column, value)| format!("IFNULL({column}, -1) = {}", value.unwrap_or(-1)))
         .collect();
     format!(
@@ -169,7 +113,7 @@ pub const PROGRESS_MOVED: &str = "pg_replicate: the replication state changed un
 pub fn update_progress_sql(dataset: &str, identity: &str, next: &Progress) -> String {
     let assignments: Vec<String> = PROGRESS_COLUMNS
         .iter()
-        .zip(next.columns())
+        .zip(progress_columns(next))
         .map(|(column, value)| format!("{column} = {}", number(value)))
         .collect();
     format!(
@@ -284,7 +228,7 @@ mod tests {
             }),
         };
         let mut row = vec![Some(FORMAT_VERSION)];
-        row.extend(progress.columns());
+        row.extend(progress_columns(&progress));
         assert_eq!(parse_progress(&row), progress);
         assert_eq!(
             parse_progress(&[Some(1), None, None, None, None]),

@@ -1,20 +1,27 @@
-//! Change batches into Snowflake: landing rows, MERGE, state, in one
-//! transaction.
+//! Change batches into Snowflake: landing rows, MERGE, then the state.
 //!
 //! Per table, the batch's changes become landing rows ([`super::landing`])
 //! written as one CSV file to `@_PGR_STAGE/cdc/<table>/`, loaded with
-//! `COPY INTO` into the table's load table (checked to hold exactly the
-//! rows written). Then one transaction moves them into the landing table,
-//! applies `TRUNCATE`s, merges the landing table into the target table by
-//! key ([`super::merge`]), empties the landing table, and moves the state row
-//! from the LSN this sink read to the batch's end LSN; only then is that
-//! LSN returned to the pipeline, which confirms it to Postgres.
+//! `COPY INTO` into the table's load table and moved into its landing
+//! table (checked to hold exactly the rows written). Then `TRUNCATE`s and
+//! the landing table are applied to the target table ([`super::merge`]),
+//! and last the state row moves from what this sink read to the batch's
+//! end LSN; only then is that LSN returned to the pipeline, which confirms
+//! it to Postgres.
+//!
+//! Each statement is atomic and can run again with the same result, and
+//! none runs in an explicit transaction: a process killed anywhere leaves
+//! no open transaction whose locks would block the next run (Snowflake
+//! keeps a dead session's transaction for hours). A batch interrupted
+//! before its state moved is applied again from the start by the next run
+//! and converges; tables of one batch become visible one after the other.
 //!
 //! A batch that must be committed in parts (a schema change in its
-//! middle, or a transaction the next batch continues) commits the parts
-//! before its end without moving the state: after a crash the stream
-//! resumes at the stored LSN and applies those changes again, which
-//! converges because each key's landing row carries its whole state.
+//! middle, or a transaction the next batch continues) records in the
+//! state how far into the transaction each part got (see
+//! [`crate::sinks::progress`]); the sink skips every change the state
+//! covers, so a restart, or a killed process's transaction that commits
+//! late, never applies a change twice.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,12 +33,13 @@ use tracing::{debug, info};
 
 use super::copy::{new_token, rows_loaded, Checked};
 use super::landing::{landing_columns, write_landing};
-use super::merge::apply_statements;
+use super::merge::{apply_sql, keep_statements};
 use super::schema::{
     copy_into_sql, create_load_sql, landing_name, load_column, load_name, quote, target_name, STAGE,
 };
 use super::sink::SnowflakeSink;
 use super::state::update_state_sql;
+use crate::sinks::progress::{advance_rows, uncovered, Position, Progress};
 use crate::types::change::{change_arrow_schema, CdcBatch, CdcEvent};
 use crate::types::{Lsn, TableId, TableSchema};
 use crate::{Error, ErrorKind, Result};
@@ -117,20 +125,23 @@ impl SnowflakeSink {
 
     /// Applies `batch`; returns the LSN stored.
     pub(super) async fn apply_batch(&mut self, batch: &CdcBatch) -> Result<Lsn> {
-        let stored = self.last_lsn().await?;
-        let durable = stored.unwrap_or(Lsn::ZERO);
-        if !batch.continues && stored.is_some_and(|s| batch.end_lsn <= s) {
+        let stored = self.progress().await?;
+        let durable = stored.last_lsn.unwrap_or(Lsn::ZERO);
+        if !batch.continues && stored.covers_batch_ending_at(batch.end_lsn) {
+            // Writing its end as the new state would move the state back
+            // before a transaction applied in part.
             debug!(end_lsn = %batch.end_lsn, stored = %durable, "batch already applied; skipping it");
             return Ok(durable);
         }
         if batch.events.is_empty()
-            && (batch.continues
-                || self
-                    .stored_at
-                    .is_some_and(|at| at.elapsed() < IDLE_STORE_INTERVAL))
+            && !batch.continues
+            && self
+                .stored_at
+                .is_some_and(|at| at.elapsed() < IDLE_STORE_INTERVAL)
         {
             return Ok(durable);
         }
+        let mut applied = stored.position;
         let mut pending = Pending::default();
         for event in &batch.events {
             match event {
@@ -142,12 +153,40 @@ impl SnowflakeSink {
                     }) {
                         // The schema moved on without a SchemaChange event
                         // (the first batch after a restart).
-                        self.flush(&mut pending, None).await?;
+                        let next = Progress {
+                            last_lsn: stored.last_lsn,
+                            position: applied,
+                        };
+                        self.flush(&mut pending, next).await?;
                         self.change_schema(table).await?;
                     }
-                    pending.entry(table).batches.push(changes.batch.clone());
+                    let Some(rows) = uncovered(&changes.batch, &stored)? else {
+                        continue;
+                    };
+                    advance_rows(&mut applied, &rows)?;
+                    pending.entry(table).batches.push(rows);
                 }
-                CdcEvent::Truncate { tables, .. } => {
+                CdcEvent::Truncate {
+                    tables, commit_lsn, ..
+                } => {
+                    if self.truncates.0 != *commit_lsn {
+                        self.truncates = (*commit_lsn, 0);
+                    }
+                    self.truncates.1 += 1;
+                    let index = self.truncates.1;
+                    if stored.covers_event(*commit_lsn, index) {
+                        continue;
+                    }
+                    match &mut applied {
+                        Some(p) if p.commit_lsn == *commit_lsn => p.events = index,
+                        _ => {
+                            applied = Some(Position {
+                                commit_lsn: *commit_lsn,
+                                seq: None,
+                                events: index,
+                            })
+                        }
+                    }
                     for table in tables {
                         // What the table's earlier changes did, the
                         // truncate undoes.
@@ -157,7 +196,11 @@ impl SnowflakeSink {
                     }
                 }
                 CdcEvent::SchemaChange { new, .. } => {
-                    self.flush(&mut pending, None).await?;
+                    let next = Progress {
+                        last_lsn: stored.last_lsn,
+                        position: applied,
+                    };
+                    self.flush(&mut pending, next).await?;
                     self.change_schema(new).await?;
                 }
                 CdcEvent::Message { prefix, lsn, .. } => {
@@ -165,29 +208,49 @@ impl SnowflakeSink {
                 }
             }
         }
-        if batch.continues {
-            self.flush(&mut pending, None).await?;
-            return Ok(durable);
+        let (next, reached) = if batch.continues {
+            let next = Progress {
+                last_lsn: stored.last_lsn,
+                position: applied,
+            };
+            (next, durable)
+        } else {
+            let next = Progress {
+                last_lsn: Some(batch.end_lsn),
+                position: None,
+            };
+            (next, batch.end_lsn)
+        };
+        self.flush(&mut pending, next).await?;
+        Ok(reached)
+    }
+
+    /// Loads and applies `pending` in one transaction that moves the state
+    /// from what this sink last read or wrote to `next`.
+    async fn flush(&mut self, pending: &mut Pending, next: Progress) -> Result<()> {
+        let expected = self.progress().await?;
+        if pending.is_empty() && next == expected {
+            return Ok(());
         }
-        match self
-            .flush(&mut pending, Some((stored, batch.end_lsn)))
-            .await
-        {
-            Ok(()) => Ok(batch.end_lsn),
+        match self.try_flush(pending, &expected, &next).await {
+            Ok(()) => {
+                self.stored(next);
+                Ok(())
+            }
             Err(error) if error.message().contains(STATE_MOVED) => {
-                // A late commit of this sink's own last transaction (a
-                // retried request), or another writer.
+                // A late commit of this sink's own transaction (a request
+                // retried after it had committed), or another writer.
                 self.forget_state();
-                let now = self.last_lsn().await?;
-                if now.is_some_and(|s| s >= batch.end_lsn) {
-                    return Ok(batch.end_lsn);
+                let now = self.progress().await?;
+                if now == next {
+                    return Ok(());
                 }
                 Err(Error::new(
                     ErrorKind::Sink,
                     format!(
-                        "the replication state of identity {:?} moved from {stored:?} to {now:?} while this sink \
-                         was writing: another pipeline writes the same schema with the same identity; stop it, \
-                         or give each pipeline its own identity",
+                        "the replication state of identity {:?} moved from {expected:?} to {now:?} while this \
+                         sink was writing: another pipeline writes the same schema with the same identity; stop \
+                         it, or give each pipeline its own identity",
                         self.identity()
                     ),
                 ))
@@ -200,16 +263,12 @@ impl SnowflakeSink {
         }
     }
 
-    /// Loads and applies `pending` in one transaction, moving the state
-    /// from `state.0` to `state.1` when given.
-    async fn flush(
+    async fn try_flush(
         &mut self,
         pending: &mut Pending,
-        state: Option<(Option<Lsn>, Lsn)>,
+        expected: &Progress,
+        next: &Progress,
     ) -> Result<()> {
-        if pending.is_empty() && state.is_none() {
-            return Ok(());
-        }
         let started = Instant::now();
         let mut loaded = Vec::with_capacity(pending.tables.len());
         for entry in pending.tables.drain(..) {
@@ -217,29 +276,40 @@ impl SnowflakeSink {
         }
         let mut statements = Vec::new();
         for table in &loaded {
-            if table.rows == 0 {
-                continue;
+            let landing = quote(&landing_name(&table.table.name));
+            if table.rows > 0 {
+                let casts: Vec<String> = landing_columns(&table.table)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, ty))| ty.cast(&load_column(i)))
+                    .collect();
+                statements.push(Checked {
+                    sql: format!("DELETE FROM {landing}"),
+                    rows: None,
+                    otherwise: String::new(),
+                });
+                statements.push(Checked {
+                    sql: format!(
+                        "INSERT INTO {landing} SELECT {} FROM {}",
+                        casts.join(", "),
+                        quote(&load_name(&table.table.name))
+                    ),
+                    rows: Some(table.rows as u64),
+                    otherwise: format!(
+                        "the load table of {} holds another number of rows than were written",
+                        table.table.name
+                    ),
+                });
+                if table.reads {
+                    statements.extend(keep_statements(&table.table).into_iter().map(|sql| {
+                        Checked {
+                            sql,
+                            rows: None,
+                            otherwise: String::new(),
+                        }
+                    }));
+                }
             }
-            let casts: Vec<String> = landing_columns(&table.table)
-                .iter()
-                .enumerate()
-                .map(|(i, (_, ty))| ty.cast(&load_column(i)))
-                .collect();
-            statements.push(Checked {
-                sql: format!(
-                    "INSERT INTO {} SELECT {} FROM {}",
-                    quote(&landing_name(&table.table.name)),
-                    casts.join(", "),
-                    quote(&load_name(&table.table.name))
-                ),
-                rows: Some(table.rows as u64),
-                otherwise: format!(
-                    "the load table of {} holds another number of rows than were written",
-                    table.table.name
-                ),
-            });
-        }
-        for table in &loaded {
             if table.truncate {
                 statements.push(Checked {
                     sql: format!("DELETE FROM {}", quote(&target_name(&table.table.name))),
@@ -248,38 +318,24 @@ impl SnowflakeSink {
                 });
             }
             if table.rows > 0 {
-                for sql in apply_statements(&table.table, table.reads) {
-                    statements.push(Checked {
-                        sql,
-                        rows: None,
-                        otherwise: String::new(),
-                    });
-                }
                 statements.push(Checked {
-                    sql: format!("DELETE FROM {}", quote(&landing_name(&table.table.name))),
-                    rows: Some(table.rows as u64),
-                    otherwise: format!(
-                        "the landing table of {} held other rows than this batch's",
-                        table.table.name
-                    ),
+                    sql: apply_sql(&table.table),
+                    rows: None,
+                    otherwise: String::new(),
                 });
             }
         }
-        if let Some((expected, next)) = state {
-            statements.push(Checked {
-                sql: update_state_sql(self.identity(), expected.map(|l| l.0), next.0),
-                rows: Some(1),
-                otherwise: STATE_MOVED.to_owned(),
-            });
-        }
-        self.checked_transaction(&statements, "apply a change batch")
+        statements.push(Checked {
+            sql: update_state_sql(self.identity(), expected, next),
+            rows: Some(1),
+            otherwise: STATE_MOVED.to_owned(),
+        });
+        self.run_checked(&statements, "apply a change batch")
             .await?;
-        if let Some((_, next)) = state {
-            self.stored(next);
-        }
         debug!(
             tables = loaded.len(),
             landed = loaded.iter().map(|t| t.rows).sum::<usize>(),
+            ?next,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "change batch committed to Snowflake"
         );

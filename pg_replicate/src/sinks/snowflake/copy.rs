@@ -5,12 +5,14 @@
 //! `rows`: CSV files (see [`super::csv`]) of up to
 //! [`with_file_bytes`](super::SnowflakeSinkConfig::with_file_bytes) go to
 //! `@_PGR_STAGE/copy/<table>/<token>/`. `end`: one `COPY INTO` loads them
-//! into the copy's own load table, then one transaction inserts the rows,
-//! cast to their types, into the target table and sets the snapshot LSN of
-//! the `_PGR_COPIED` row that still holds the token. A copy that a later
-//! one superseded (a killed process's late statement) updates no row, so
-//! it rolls back and changes nothing; a crash before the commit leaves the
-//! table not copied, and the next run copies it again.
+//! into the copy's own load table; one `INSERT` moves the rows, cast to
+//! their types, into the target table if the `_PGR_COPIED` row still holds
+//! the copy's token; then the snapshot LSN is set in that row. A copy that
+//! a later one superseded (a killed process's late statement) inserts and
+//! updates nothing; a crash before the snapshot LSN is set leaves the table
+//! not copied, and the next run copies it again from scratch. No statement
+//! waits on another: nothing a killed process left open can block the next
+//! run.
 
 use std::sync::Arc;
 
@@ -25,7 +27,7 @@ use super::schema::{
     snowflake_type, target_name, SnowflakeType, STAGE,
 };
 use super::sink::SnowflakeSink;
-use super::state::{end_copy_sql, start_copy_sql};
+use super::state::{copy_current_sql, end_copy_sql, start_copy_sql};
 use crate::types::change::table_arrow_schema;
 use crate::types::{Lsn, TableId, TableSchema};
 use crate::{Error, ErrorKind, Result};
@@ -205,6 +207,7 @@ impl SnowflakeSink {
                 ));
             }
         }
+        let identity = self.identity().to_owned();
         let mut statements = Vec::new();
         if copy.files > 0 {
             let names: Vec<String> = table
@@ -220,25 +223,25 @@ impl SnowflakeSink {
                 .collect();
             statements.push(Checked {
                 sql: format!(
-                    "INSERT INTO {target} ({}) SELECT {} FROM {}",
+                    "INSERT INTO {target} ({}) SELECT {} FROM {} WHERE EXISTS ({})",
                     names.join(", "),
                     casts.join(", "),
-                    quote(&load)
+                    quote(&load),
+                    copy_current_sql(&identity, table.id, &copy.token)
                 ),
                 rows: Some(copy.rows as u64),
                 otherwise: format!(
-                    "the stage held another number of rows than the copy wrote ({} rows); copy the table again",
+                    "{COPY_SUPERSEDED}, or the stage held another number of rows than the copy wrote ({} rows)",
                     copy.rows
                 ),
             });
         }
-        let identity = self.identity().to_owned();
         statements.push(Checked {
             sql: end_copy_sql(&identity, table.id, &copy.token, snapshot_lsn.0),
             rows: Some(1),
             otherwise: COPY_SUPERSEDED.to_owned(),
         });
-        self.checked_transaction(&statements, &format!("store the copy of {}", table.name))
+        self.run_checked(&statements, &format!("store the copy of {}", table.name))
             .await?;
         if copy.files > 0 {
             self.execute(
@@ -251,45 +254,31 @@ impl SnowflakeSink {
         Ok(())
     }
 
-    /// Runs `statements` in one transaction, rolled back unless each
-    /// changes the number of rows it expects.
-    pub(super) async fn checked_transaction(
-        &mut self,
-        statements: &[Checked],
-        what: &str,
-    ) -> Result<()> {
-        self.execute("BEGIN", what).await?;
+    /// Runs `statements` one after the other, each atomic on its own,
+    /// stopping at the first that fails or does not change the number of
+    /// rows it expects.
+    pub(super) async fn run_checked(&mut self, statements: &[Checked], what: &str) -> Result<()> {
         for statement in statements {
-            let outcome = self.execute(&statement.sql, what).await.and_then(|rows| {
-                let count = rows
-                    .first()
-                    .and_then(|r| r.first().cloned().flatten())
-                    .and_then(|c| c.parse::<u64>().ok());
-                if statement.rows.is_none() || count == statement.rows {
-                    Ok(())
-                } else {
-                    Err(Error::new(
-                        ErrorKind::Sink,
-                        format!(
-                            "cannot {what}: {} (Snowflake changed {count:?} rows)",
-                            statement.otherwise
-                        ),
-                    ))
-                }
-            });
-            if let Err(error) = outcome {
-                if let Err(rollback) = self.execute("ROLLBACK", what).await {
-                    debug!(%rollback, "rollback failed");
-                }
-                return Err(error);
+            let rows = self.execute(&statement.sql, what).await?;
+            let count = rows
+                .first()
+                .and_then(|r| r.first().cloned().flatten())
+                .and_then(|c| c.parse::<u64>().ok());
+            if statement.rows.is_some() && count != statement.rows {
+                return Err(Error::new(
+                    ErrorKind::Sink,
+                    format!(
+                        "cannot {what}: {} (Snowflake changed {count:?} rows)",
+                        statement.otherwise
+                    ),
+                ));
             }
         }
-        self.execute("COMMIT", what).await?;
         Ok(())
     }
 }
 
-/// A statement of a [`SnowflakeSink::checked_transaction`] and the number
+/// A statement of a [`SnowflakeSink::run_checked`] and the number
 /// of rows it must change.
 pub(super) struct Checked {
     pub sql: String,

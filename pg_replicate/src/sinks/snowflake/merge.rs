@@ -1,30 +1,99 @@
 //! The statements applying a landing table to its target table. Pure
 //! text.
 //!
-//! The last landing row of each key (by `_PGR_LSN`, `_PGR_SEQ`) is the
-//! key's state after the changes landed ([`super::landing`]). Inside the
-//! batch's transaction:
+//! Each statement is atomic on its own and can run again with the same
+//! result, so a batch interrupted anywhere (`kill -9`) is applied again
+//! from the start and converges; the state row moves after them (see
+//! [`super::apply`]).
 //!
-//! 1. landing rows flagged to keep stored values take them from the target
-//!    row at their old key (`UPDATE … FROM`), before anything changes it;
-//! 2. every key the landing table touches is deleted from the target
-//!    (`DELETE … USING`);
-//! 3. the last row of each key is inserted unless it is a delete.
+//! 1. Landing rows flagged to keep stored values take them from the
+//!    target row at their old key and clear their flags; rows of a moved
+//!    key whose old row is gone (an interrupted run applied the batch in
+//!    part) take them from the row at their new key, which that run wrote.
+//! 2. A `MERGE` applies the last landing row of each key (by `_PGR_LSN`,
+//!    `_PGR_SEQ`), the key's state after the batch: it deletes the keys
+//!    whose last row is a delete and writes the others.
 //!
-//! This is what a `MERGE` does, as plain DML: the emulator cannot run a
-//! `MERGE` inside a transaction (it writes to its catalog). A table without
-//! key can only be appended to: its landing rows are inserts. Key columns
-//! (a primary key, a replica identity index) hold no NULL, so keys compare
-//! with `=`.
+//! A table without key can only be appended to: its target table carries
+//! each row's change position (`_PGR_LSN`, `_PGR_SEQ`), and rows already
+//! there are not inserted again. Key columns (a primary key, a replica
+//! identity index) hold no NULL, so keys compare with `=`.
 
 use super::landing::{from_col, keep_col, LSN, OP, SEQ};
 use super::schema::{column_name, key_columns, landing_name, quote, target_name};
 use crate::types::change::ChangeOp;
 use crate::types::TableSchema;
 
-/// The statements applying the landing table of `table` to its target;
-/// `reads` when some landing row keeps stored values.
-pub fn apply_statements(table: &TableSchema, reads: bool) -> Vec<String> {
+/// The statements taking kept values from the stored rows (step 1).
+pub fn keep_statements(table: &TableSchema) -> Vec<String> {
+    let target = quote(&target_name(&table.name));
+    let landing = quote(&landing_name(&table.name));
+    let names: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| quote(&column_name(c)))
+        .collect();
+    let keys = key_columns(table);
+    let kept: Vec<usize> = (0..names.len()).filter(|i| !keys.contains(i)).collect();
+    if keys.is_empty() || kept.is_empty() {
+        return Vec::new();
+    }
+    let mut sets: Vec<String> = kept
+        .iter()
+        .map(|&i| {
+            format!(
+                "{0} = IFF(l.{1}, p.{0}, l.{0})",
+                names[i],
+                quote(&keep_col(i))
+            )
+        })
+        .collect();
+    sets.extend(
+        kept.iter()
+            .map(|&i| format!("{} = FALSE", quote(&keep_col(i)))),
+    );
+    let flagged: Vec<String> = kept
+        .iter()
+        .map(|&i| format!("l.{}", quote(&keep_col(i))))
+        .collect();
+    let at_origin: Vec<String> = keys
+        .iter()
+        .map(|&k| {
+            format!(
+                "p.{0} = COALESCE(l.{1}, l.{0})",
+                names[k],
+                quote(&from_col(k))
+            )
+        })
+        .collect();
+    let at_key: Vec<String> = keys
+        .iter()
+        .map(|&k| format!("p.{0} = l.{0}", names[k]))
+        .collect();
+    let moved: Vec<String> = keys
+        .iter()
+        .map(|&k| format!("l.{} IS NOT NULL", quote(&from_col(k))))
+        .collect();
+    vec![
+        format!(
+            "UPDATE {landing} AS l SET {} FROM {target} AS p WHERE {} AND ({})",
+            sets.join(", "),
+            at_origin.join(" AND "),
+            flagged.join(" OR ")
+        ),
+        format!(
+            "UPDATE {landing} AS l SET {} FROM {target} AS p WHERE {} AND {} AND ({})",
+            sets.join(", "),
+            at_key.join(" AND "),
+            moved.join(" AND "),
+            flagged.join(" OR ")
+        ),
+    ]
+}
+
+/// The statement applying the landing table of `table` to its target
+/// (step 2).
+pub fn apply_sql(table: &TableSchema) -> String {
     let target = quote(&target_name(&table.name));
     let landing = quote(&landing_name(&table.name));
     let names: Vec<String> = table
@@ -34,62 +103,46 @@ pub fn apply_statements(table: &TableSchema, reads: bool) -> Vec<String> {
         .collect();
     let keys = key_columns(table);
     if keys.is_empty() {
-        return vec![format!(
-            "INSERT INTO {target} ({0}) SELECT {0} FROM {landing}",
-            names.join(", ")
-        )];
+        let selected: Vec<String> = names.iter().map(|n| format!("l.{n}")).collect();
+        return format!(
+            "INSERT INTO {target} ({}, {LSN}, {SEQ}) SELECT {}, l.{LSN}, l.{SEQ} FROM {landing} AS l \
+             WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE t.{LSN} = l.{LSN} AND t.{SEQ} = l.{SEQ})",
+            names.join(", "),
+            selected.join(", ")
+        );
     }
-    let mut statements = Vec::with_capacity(3);
-    let kept: Vec<usize> = (0..names.len()).filter(|i| !keys.contains(i)).collect();
-    if reads && !kept.is_empty() {
-        let sets: Vec<String> = kept
-            .iter()
-            .map(|&i| {
-                format!(
-                    "{0} = IFF(l.{1}, p.{0}, l.{0})",
-                    names[i],
-                    quote(&keep_col(i))
-                )
-            })
-            .collect();
-        let lookup: Vec<String> = keys
-            .iter()
-            .map(|&k| {
-                format!(
-                    "p.{0} = COALESCE(l.{1}, l.{0})",
-                    names[k],
-                    quote(&from_col(k))
-                )
-            })
-            .collect();
-        let flagged: Vec<String> = kept
-            .iter()
-            .map(|&i| format!("l.{}", quote(&keep_col(i))))
-            .collect();
-        statements.push(format!(
-            "UPDATE {landing} AS l SET {} FROM {target} AS p WHERE {} AND ({})",
-            sets.join(", "),
-            lookup.join(" AND "),
-            flagged.join(" OR ")
-        ));
-    }
-    let same_key: Vec<String> = keys
-        .iter()
-        .map(|&k| format!("t.{0} = l.{0}", names[k]))
-        .collect();
-    statements.push(format!(
-        "DELETE FROM {target} AS t USING {landing} AS l WHERE {}",
-        same_key.join(" AND ")
-    ));
+    let delete = ChangeOp::Delete as u8;
     let partition: Vec<String> = keys.iter().map(|&k| names[k].clone()).collect();
-    statements.push(format!(
-        "INSERT INTO {target} ({0}) SELECT {0} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {1} ORDER BY \
-         {LSN} DESC, {SEQ} DESC) AS _PGR_RANK FROM {landing}) WHERE _PGR_RANK = 1 AND {OP} <> {2}",
+    let on: Vec<String> = keys
+        .iter()
+        .map(|&k| format!("t.{0} = s.{0}", names[k]))
+        .collect();
+    let mut sql = format!(
+        "MERGE INTO {target} AS t USING (SELECT {}, {OP} FROM {landing} QUALIFY ROW_NUMBER() OVER (PARTITION BY \
+         {} ORDER BY {LSN} DESC, {SEQ} DESC) = 1) AS s ON {} WHEN MATCHED AND s.{OP} = {delete} THEN DELETE",
         names.join(", "),
         partition.join(", "),
-        ChangeOp::Delete as u8
+        on.join(" AND ")
+    );
+    let updates: Vec<String> = names
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !keys.contains(i))
+        .map(|(_, name)| format!("t.{name} = s.{name}"))
+        .collect();
+    if !updates.is_empty() {
+        sql.push_str(&format!(
+            " WHEN MATCHED THEN UPDATE SET {}",
+            updates.join(", ")
+        ));
+    }
+    let values: Vec<String> = names.iter().map(|name| format!("s.{name}")).collect();
+    sql.push_str(&format!(
+        " WHEN NOT MATCHED AND s.{OP} <> {delete} THEN INSERT ({}) VALUES ({})",
+        names.join(", "),
+        values.join(", ")
     ));
-    statements
+    sql
 }
 
 #[cfg(test)]
@@ -98,32 +151,42 @@ mod tests {
     use crate::sinks::test_fixtures::table;
 
     #[test]
-    fn a_keyed_table_deletes_touched_keys_and_inserts_their_last_rows() {
-        let statements = apply_statements(&table(1, "items", false), false);
+    fn a_keyed_table_merges_the_last_row_of_each_key() {
         assert_eq!(
-            statements,
-            [
-                "DELETE FROM \"ITEMS\" AS t USING \"LANDING_ITEMS\" AS l WHERE t.\"ID\" = l.\"ID\"",
-                "INSERT INTO \"ITEMS\" (\"ID\", \"V\", \"T\") SELECT \"ID\", \"V\", \"T\" FROM (SELECT *, \
-                 ROW_NUMBER() OVER (PARTITION BY \"ID\" ORDER BY _PGR_LSN DESC, _PGR_SEQ DESC) AS _PGR_RANK FROM \
-                 \"LANDING_ITEMS\") WHERE _PGR_RANK = 1 AND _PGR_OP <> 3",
-            ]
+            apply_sql(&table(1, "items", false)),
+            "MERGE INTO \"ITEMS\" AS t USING (SELECT \"ID\", \"V\", \"T\", _PGR_OP FROM \"LANDING_ITEMS\" \
+             QUALIFY ROW_NUMBER() OVER (PARTITION BY \"ID\" ORDER BY _PGR_LSN DESC, _PGR_SEQ DESC) = 1) AS s ON \
+             t.\"ID\" = s.\"ID\" WHEN MATCHED AND s._PGR_OP = 3 THEN DELETE WHEN MATCHED THEN UPDATE SET \
+             t.\"V\" = s.\"V\", t.\"T\" = s.\"T\" WHEN NOT MATCHED AND s._PGR_OP <> 3 THEN INSERT (\"ID\", \
+             \"V\", \"T\") VALUES (s.\"ID\", s.\"V\", s.\"T\")"
         );
-        let reading = apply_statements(&table(1, "items", false), true);
+        let keep = keep_statements(&table(1, "items", false));
         assert_eq!(
-            reading[0],
+            keep[0],
             "UPDATE \"LANDING_ITEMS\" AS l SET \"V\" = IFF(l.\"_PGR_KEEP_1\", p.\"V\", l.\"V\"), \"T\" = \
-             IFF(l.\"_PGR_KEEP_2\", p.\"T\", l.\"T\") FROM \"ITEMS\" AS p WHERE p.\"ID\" = \
-             COALESCE(l.\"_PGR_FROM_0\", l.\"ID\") AND (l.\"_PGR_KEEP_1\" OR l.\"_PGR_KEEP_2\")"
+             IFF(l.\"_PGR_KEEP_2\", p.\"T\", l.\"T\"), \"_PGR_KEEP_1\" = FALSE, \"_PGR_KEEP_2\" = FALSE FROM \
+             \"ITEMS\" AS p WHERE p.\"ID\" = COALESCE(l.\"_PGR_FROM_0\", l.\"ID\") AND (l.\"_PGR_KEEP_1\" OR \
+             l.\"_PGR_KEEP_2\")"
+        );
+        assert!(
+            keep[1].contains("WHERE p.\"ID\" = l.\"ID\" AND l.\"_PGR_FROM_0\" IS NOT NULL AND"),
+            "{}",
+            keep[1]
         );
     }
 
     #[test]
-    fn a_table_without_key_is_appended_to() {
-        let statements = apply_statements(&table(1, "log", true), false);
+    fn a_table_without_key_is_appended_to_once() {
+        let mut log = (*table(1, "log", false)).clone();
+        for column in &mut log.columns {
+            column.identity = false;
+        }
+        assert!(keep_statements(&log).is_empty());
         assert_eq!(
-            statements,
-            ["INSERT INTO \"LOG\" (\"A\", \"B\", \"T\") SELECT \"A\", \"B\", \"T\" FROM \"LANDING_LOG\""]
+            apply_sql(&log),
+            "INSERT INTO \"LOG\" (\"ID\", \"V\", \"T\", _PGR_LSN, _PGR_SEQ) SELECT l.\"ID\", l.\"V\", l.\"T\", \
+             l._PGR_LSN, l._PGR_SEQ FROM \"LANDING_LOG\" AS l WHERE NOT EXISTS (SELECT 1 FROM \"LOG\" AS t WHERE \
+             t._PGR_LSN = l._PGR_LSN AND t._PGR_SEQ = l._PGR_SEQ)"
         );
     }
 }

@@ -215,13 +215,27 @@ pub fn column_name(column: &ColumnSchema) -> String {
     snowflake_name(&column.name)
 }
 
-/// `CREATE TABLE IF NOT EXISTS` of a table's target table.
+/// The columns a target table of a table without key has after the
+/// table's own: each row's change position, so that a change applied
+/// again is not inserted twice (see [`super::merge`]).
+pub const POSITION_COLUMNS: [(&str, &str); 2] =
+    [("_PGR_LSN", "NUMBER(20,0)"), ("_PGR_SEQ", "NUMBER(20,0)")];
+
+/// `CREATE TABLE` of a table's target table (`replace`: anew, else only
+/// when missing).
 pub fn create_target_sql(table: &TableSchema, replace: bool) -> String {
-    let columns: Vec<String> = table
+    let mut columns: Vec<String> = table
         .columns
         .iter()
         .map(|c| format!("{} {}", quote(&column_name(c)), snowflake_type(c)))
         .collect();
+    if key_columns(table).is_empty() {
+        columns.extend(
+            POSITION_COLUMNS
+                .iter()
+                .map(|(name, ty)| format!("{name} {ty}")),
+        );
+    }
     let head = if replace {
         "CREATE OR REPLACE TABLE"
     } else {

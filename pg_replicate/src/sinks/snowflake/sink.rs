@@ -19,11 +19,14 @@ use super::apply::KnownTables;
 use super::client::SnowflakeClient;
 use super::copy::Copy;
 use super::schema::{
-    check_names, column_name, create_target_sql, literal, quote, snowflake_type, target_name,
-    COPIED_TABLE,
+    check_names, column_name, create_target_sql, key_columns, literal, quote, snowflake_type,
+    target_name, COPIED_TABLE, POSITION_COLUMNS,
 };
 use super::sink_config::SnowflakeSinkConfig;
-use super::state::{create_state_sql, insert_state_sql, select_copied_sql, select_state_sql};
+use super::state::{
+    create_state_sql, insert_state_sql, parse_progress, select_copied_sql, select_state_sql,
+};
+use crate::sinks::progress::Progress;
 use crate::sinks::Sink;
 use crate::types::change::{CdcBatch, ResumptionState};
 use crate::types::{Lsn, TableId, TableSchema};
@@ -44,13 +47,16 @@ pub struct SnowflakeSink {
     pub(super) config: SnowflakeSinkConfig,
     pub(super) client: SnowflakeClient,
     state_ready: bool,
-    /// The stored end LSN of the last change batch; `None` until read
-    /// (and after a failure, which may have left it either way).
-    last_lsn: Option<Option<Lsn>>,
+    /// What the state row holds; `None` until read (and after a failure,
+    /// which may have left it either way).
+    progress: Option<Progress>,
     /// When this sink last stored the state.
     pub(super) stored_at: Option<Instant>,
     /// The schema each table has in Snowflake (and its landing table).
     pub(super) tables: KnownTables,
+    /// Truncates seen of the transaction in progress: its commit LSN and
+    /// their count (the state's position counts them).
+    pub(super) truncates: (Lsn, u32),
     pub(super) copy: Option<Copy>,
 }
 
@@ -69,9 +75,10 @@ impl SnowflakeSink {
             config,
             client,
             state_ready: false,
-            last_lsn: None,
+            progress: None,
             stored_at: None,
             tables: KnownTables::new(),
+            truncates: (Lsn::ZERO, 0),
             copy: None,
         })
     }
@@ -114,19 +121,23 @@ impl SnowflakeSink {
         Ok(())
     }
 
-    async fn read_last_lsn(&mut self) -> Result<Option<Lsn>> {
+    async fn read_progress(&mut self) -> Result<Progress> {
         self.ensure_state_tables().await?;
         let identity = self.identity().to_owned();
         let rows = self
             .execute(&select_state_sql(&identity), "read the replication state")
             .await?;
-        let last = match rows.as_slice() {
+        let progress = match rows.as_slice() {
             [] => {
                 self.execute(&insert_state_sql(&identity), "record a new replication state")
                     .await?;
-                None
+                Progress::default()
             }
-            [row] => integer(row.first(), "LAST_LSN")?.map(Lsn),
+            [row] => parse_progress(
+                &row.iter()
+                    .map(|cell| integer(Some(cell), "replication state"))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
             _ => {
                 return Err(Error::new(
                     ErrorKind::Sink,
@@ -139,26 +150,27 @@ impl SnowflakeSink {
                 ))
             }
         };
-        self.last_lsn = Some(last);
-        Ok(last)
+        debug!(?progress, "replication state read");
+        self.progress = Some(progress);
+        Ok(progress)
     }
 
-    /// The stored end LSN of the last change batch.
-    pub(super) async fn last_lsn(&mut self) -> Result<Option<Lsn>> {
-        match self.last_lsn {
-            Some(last) => Ok(last),
-            None => self.read_last_lsn().await,
+    /// What the state row holds.
+    pub(super) async fn progress(&mut self) -> Result<Progress> {
+        match self.progress {
+            Some(progress) => Ok(progress),
+            None => self.read_progress().await,
         }
     }
 
     /// The state must be read again before it is used.
     pub(super) fn forget_state(&mut self) {
-        self.last_lsn = None;
+        self.progress = None;
     }
 
-    /// The state now holds `lsn`.
-    pub(super) fn stored(&mut self, lsn: Lsn) {
-        self.last_lsn = Some(Some(lsn));
+    /// The state row now holds `progress`.
+    pub(super) fn stored(&mut self, progress: Progress) {
+        self.progress = Some(progress);
         self.stored_at = Some(Instant::now());
     }
 
@@ -249,8 +261,20 @@ impl SnowflakeSink {
                 Some(_) => {}
             }
         }
+        let keyless = key_columns(table).is_empty();
+        for (name, ty) in POSITION_COLUMNS {
+            if keyless && !existing.iter().any(|e| e.name == name) {
+                statements.push(format!("ALTER TABLE {target} ADD COLUMN {name} {ty}"));
+            }
+        }
         for e in existing {
-            if !table.columns.iter().any(|c| column_name(c) == e.name) {
+            let position = POSITION_COLUMNS.iter().any(|(name, _)| *name == e.name);
+            let kept = if position {
+                keyless
+            } else {
+                table.columns.iter().any(|c| column_name(c) == e.name)
+            };
+            if !kept {
                 statements.push(format!(
                     "ALTER TABLE {target} DROP COLUMN {}",
                     quote(&e.name)
@@ -305,7 +329,8 @@ fn integer(cell: Option<&Option<String>>, what: &str) -> Result<Option<u64>> {
 impl Sink for SnowflakeSink {
     async fn resumption_state(&mut self) -> Result<ResumptionState> {
         self.copy = None;
-        let last_lsn = self.read_last_lsn().await?;
+        self.truncates = (Lsn::ZERO, 0);
+        let last_lsn = self.read_progress().await?.last_lsn;
         let copied_tables = self.read_copied().await?;
         Ok(ResumptionState {
             copied_tables,
