@@ -304,3 +304,79 @@ async fn an_encrypted_key_pair_logs_in() {
     assert!(!error.to_string().contains("another phrase"), "{error}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A front of the emulator on a port of its own: it answers the first
+/// `failures` connections with HTTP 503 and forwards the others; returns
+/// its URL and the count of connections it took.
+async fn flaky_front(failures: usize) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let target = emulator().url().trim_start_matches("http://").to_owned();
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let target = target.clone();
+            tokio::spawn(async move {
+                if n < failures {
+                    let mut request = [0u8; 4096];
+                    let _ = client.read(&mut request).await;
+                    let _ = client
+                        .write_all(
+                            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        )
+                        .await;
+                    let _ = client.shutdown().await;
+                } else if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+/// Requests answered HTTP 503 are sent again after a pause, the login and
+/// queries alike, until one gets through; when none does within the
+/// attempts allowed, the error says how many were made.
+#[tokio::test]
+async fn transient_http_errors_are_retried() {
+    let (url, seen) = flaky_front(3).await;
+    let config = SnowflakeConfig::new(
+        "testacct",
+        "loader",
+        SnowflakeCredentials::Password("unused by the emulator".into()),
+    )
+    .with_base_url(&url)
+    .with_database("retries");
+    let mut client = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        SnowflakeClient::connect(config.clone()),
+    )
+    .await
+    .expect("the login did not end in 30 s")
+    .expect("the login gets through on its fourth attempt");
+    let answer = client
+        .query("SELECT 1 + ?", &[Binding::Fixed(1)])
+        .await
+        .unwrap();
+    assert_eq!(text_rows(&answer), [[Some("2".to_owned())]]);
+    assert!(
+        seen.load(std::sync::atomic::Ordering::SeqCst) >= 4,
+        "three connections were refused first"
+    );
+
+    let (url, _) = flaky_front(100).await;
+    let error = SnowflakeClient::connect(config.with_base_url(&url).with_request_attempts(2))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Sink, "{error}");
+    assert!(
+        error.to_string().contains("after 2 attempts") && error.to_string().contains("503"),
+        "{error}"
+    );
+}

@@ -186,19 +186,37 @@ impl SnowflakeClient {
             }
         };
         let size = bytes.len();
-        let response = self.http.put(&url).body(bytes).send().await.map_err(|e| {
-            Error::with_source(
-                ErrorKind::Connection,
-                format!("cannot upload file {name} to stage @{location}"),
-                e,
-            )
-        })?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(Error::new(
-                ErrorKind::Sink,
-                format!("the upload of file {name} ({size} bytes) to stage @{location} answered HTTP {status}"),
-            ));
+        let body = bytes::Bytes::from(bytes);
+        let mut pause = Duration::from_millis(500);
+        let mut attempt = 1;
+        loop {
+            let failure = match self.http.put(&url).body(body.clone()).send().await {
+                Ok(response) if response.status().is_success() => break,
+                Ok(response) => {
+                    let status = response.status();
+                    Failure {
+                        error: Error::new(
+                            ErrorKind::Sink,
+                            format!(
+                                "the upload of file {name} ({size} bytes) to stage @{location} answered HTTP {status}"
+                            ),
+                        ),
+                        transient: status.as_u16() == 429 || status.is_server_error(),
+                    }
+                }
+                Err(e) => Failure::transient(Error::with_source(
+                    ErrorKind::Connection,
+                    format!("cannot upload file {name} to stage @{location}"),
+                    e,
+                )),
+            };
+            if !failure.transient || attempt >= self.config.request_attempts {
+                return Err(failure.error);
+            }
+            debug!(error = %failure.error, attempt, "upload failed; sending it again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(8));
+            attempt += 1;
         }
         debug!(%location, name, size, "file uploaded to a Snowflake stage");
         Ok(())
@@ -293,52 +311,111 @@ impl SnowflakeClient {
         })
     }
 
-    /// Sends a request and reads its JSON answer.
+    /// Sends a request and reads its JSON answer; a request that could
+    /// not be sent, timed out, or was answered HTTP 429 or 5xx is sent again
+    /// (the same request: a query keeps its request id) after a pause that
+    /// doubles from 0.5 s up to 8 s, at most `with_request_attempts` times
+    /// in all.
     async fn send(&self, request: reqwest::RequestBuilder, what: &str) -> Result<Value> {
+        let attempts = self.config.request_attempts.max(1);
+        let mut pause = Duration::from_millis(500);
+        let mut attempt = 1;
+        loop {
+            let this = request.try_clone().ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Sink,
+                    format!("a Snowflake request cannot be repeated ({what})"),
+                )
+            })?;
+            match self.send_once(this, what).await {
+                Ok(value) => return Ok(value),
+                Err(Failure { error, transient }) if transient && attempt < attempts => {
+                    debug!(%error, attempt, pause_ms = pause.as_millis() as u64, "Snowflake request failed; sending it again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(8));
+                    attempt += 1;
+                }
+                Err(Failure { error, transient }) => {
+                    return Err(if transient && attempt > 1 {
+                        error.context(format!("after {attempt} attempts"))
+                    } else {
+                        error
+                    })
+                }
+            }
+        }
+    }
+
+    async fn send_once(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> std::result::Result<Value, Failure> {
         let response = request.send().await.map_err(|e| {
             let kind = if e.is_timeout() {
                 "did not answer in time"
             } else {
                 "cannot be reached"
             };
-            Error::with_source(
+            Failure::transient(Error::with_source(
                 ErrorKind::Connection,
                 format!(
                     "Snowflake at {} {kind} ({what}); check the account or base URL and the network",
                     self.base
                 ),
                 e,
-            )
+            ))
         })?;
         let status = response.status();
         let text = response.text().await.map_err(|e| {
-            Error::with_source(
+            Failure::transient(Error::with_source(
                 ErrorKind::Connection,
                 format!("cannot read Snowflake's answer ({what})"),
                 e,
-            )
+            ))
         })?;
         if !status.is_success() {
             let excerpt: String = text.chars().take(300).collect();
-            return Err(Error::new(
-                if matches!(status.as_u16(), 401 | 403) {
+            let code = status.as_u16();
+            let error = Error::new(
+                if matches!(code, 401 | 403) {
                     ErrorKind::Authentication
                 } else {
                     ErrorKind::Sink
                 },
                 format!("Snowflake answered HTTP {status} ({what}): {excerpt}"),
-            ));
+            );
+            return Err(Failure {
+                error,
+                transient: code == 429 || status.is_server_error(),
+            });
         }
-        serde_json::from_str(&text).map_err(|e| {
-            Error::with_source(
+        serde_json::from_str(&text).map_err(|e| Failure {
+            error: Error::with_source(
                 ErrorKind::Protocol,
                 format!(
                     "Snowflake's answer is not JSON ({what}); is {} a Snowflake endpoint?",
                     self.base
                 ),
                 e,
-            )
+            ),
+            transient: false,
         })
+    }
+}
+
+/// A failed request, and whether sending it again may succeed.
+struct Failure {
+    error: Error,
+    transient: bool,
+}
+
+impl Failure {
+    fn transient(error: Error) -> Self {
+        Self {
+            error,
+            transient: true,
+        }
     }
 }
 

@@ -69,6 +69,7 @@ pub struct SnowflakeConfig {
     pub(crate) role: Option<String>,
     pub(crate) request_timeout: Duration,
     pub(crate) query_timeout: Duration,
+    pub(crate) request_attempts: u32,
 }
 
 impl SnowflakeConfig {
@@ -90,6 +91,7 @@ impl SnowflakeConfig {
             role: None,
             request_timeout: Duration::from_secs(60),
             query_timeout: Duration::from_secs(3600),
+            request_attempts: 6,
         }
     }
 
@@ -128,6 +130,14 @@ impl SnowflakeConfig {
     /// How long one HTTP request may take (default 60 s).
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// How often a request is sent in all when it cannot be sent, times out
+    /// or is answered HTTP 429 or 5xx (default 6: pauses of 0.5, 1, 2, 4
+    /// and 8 s between them); at least 1.
+    pub fn with_request_attempts(mut self, attempts: u32) -> Self {
+        self.request_attempts = attempts.max(1);
         self
     }
 

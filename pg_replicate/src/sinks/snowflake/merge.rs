@@ -15,8 +15,9 @@
 //!    whose last row is a delete and writes the others.
 //!
 //! A table without key can only be appended to: its target table carries
-//! each row's change position (`_PGR_LSN`, `_PGR_SEQ`), and rows already
-//! there are not inserted again. Key columns (a primary key, a replica
+//! each row's change position (`_PGR_LSN`, `_PGR_SEQ`), and a change whose
+//! row is already there, or landed twice (a request sent again after it
+//! ran), is inserted once. Key columns (a primary key, a replica
 //! identity index) hold no NULL, so keys compare with `=`.
 
 use super::landing::{from_col, keep_col, LSN, OP, SEQ};
@@ -106,7 +107,8 @@ pub fn apply_sql(table: &TableSchema) -> String {
         let selected: Vec<String> = names.iter().map(|n| format!("l.{n}")).collect();
         return format!(
             "INSERT INTO {target} ({}, {LSN}, {SEQ}) SELECT {}, l.{LSN}, l.{SEQ} FROM {landing} AS l \
-             WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE t.{LSN} = l.{LSN} AND t.{SEQ} = l.{SEQ})",
+             WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE t.{LSN} = l.{LSN} AND t.{SEQ} = l.{SEQ}) \
+             QUALIFY ROW_NUMBER() OVER (PARTITION BY l.{LSN}, l.{SEQ} ORDER BY l.{LSN}) = 1",
             names.join(", "),
             selected.join(", ")
         );
@@ -186,7 +188,8 @@ mod tests {
             apply_sql(&log),
             "INSERT INTO \"LOG\" (\"ID\", \"V\", \"T\", _PGR_LSN, _PGR_SEQ) SELECT l.\"ID\", l.\"V\", l.\"T\", \
              l._PGR_LSN, l._PGR_SEQ FROM \"LANDING_LOG\" AS l WHERE NOT EXISTS (SELECT 1 FROM \"LOG\" AS t WHERE \
-             t._PGR_LSN = l._PGR_LSN AND t._PGR_SEQ = l._PGR_SEQ)"
+             t._PGR_LSN = l._PGR_LSN AND t._PGR_SEQ = l._PGR_SEQ) QUALIFY ROW_NUMBER() OVER (PARTITION BY \
+             l._PGR_LSN, l._PGR_SEQ ORDER BY l._PGR_LSN) = 1"
         );
     }
 }
