@@ -16,6 +16,7 @@ use super::auth::{jwt_account, SigningKey};
 use super::binding::{array_bindings, row_bindings, Binding};
 use super::config::{SnowflakeConfig, SnowflakeCredentials};
 use super::result::QueryResult;
+use super::s3::{sha256_hex, signed_put, S3Credentials, SignedPut};
 use crate::{Error, ErrorKind, Result};
 
 /// Codes of a query still running: poll its `getResultUrl`.
@@ -174,13 +175,18 @@ impl SnowflakeClient {
         let data = self.run_data(&sql, None).await?;
         let info = &data["stageInfo"];
         let kind = info["locationType"].as_str().unwrap_or("unknown");
-        let url = match info["presignedUrl"].as_str() {
-            Some(url) if kind == "GCS" && !url.is_empty() => url.to_owned(),
+        let (url, headers) = match (kind, info["presignedUrl"].as_str()) {
+            ("GCS", Some(url)) if !url.is_empty() => (url.to_owned(), Vec::new()),
+            ("S3", _) => {
+                let signed = s3_put(info, name, &bytes, location)?;
+                (signed.url, signed.headers)
+            }
             _ => {
                 return Err(Error::new(
                     ErrorKind::Sink,
                     format!(
-                        "Snowflake keeps stage @{location} on {kind} storage without a presigned upload URL;                          this client uploads only to presigned URLs (GCS-hosted accounts and the emulator)"
+                        "Snowflake keeps stage @{location} on {kind} storage, where this client cannot upload \
+                         yet (it uploads to presigned URLs and to S3)"
                     ),
                 ))
             }
@@ -190,7 +196,11 @@ impl SnowflakeClient {
         let mut pause = Duration::from_millis(500);
         let mut attempt = 1;
         loop {
-            let failure = match self.http.put(&url).body(body.clone()).send().await {
+            let mut request = self.http.put(&url).body(body.clone());
+            for (name, value) in &headers {
+                request = request.header(name.as_str(), value.as_str());
+            }
+            let failure = match request.send().await {
                 Ok(response) if response.status().is_success() => break,
                 Ok(response) => {
                     let status = response.status();
@@ -404,6 +414,59 @@ impl SnowflakeClient {
     }
 }
 
+/// The signed upload of `bytes` as file `name` to the S3 stage `info`
+/// describes (`stageInfo` of a `PUT` answer).
+fn s3_put(info: &Value, name: &str, bytes: &[u8], location: &str) -> Result<SignedPut> {
+    let missing = |what: &str| {
+        protocol(&format!(
+            "the PUT answer for stage @{location} on S3 has no {what}"
+        ))
+    };
+    let place = info["location"]
+        .as_str()
+        .ok_or_else(|| missing("location"))?;
+    let (bucket, prefix) = place.split_once('/').unwrap_or((place, ""));
+    let region = info["region"].as_str().ok_or_else(|| missing("region"))?;
+    let creds = &info["creds"];
+    let credentials = S3Credentials {
+        key_id: creds["AWS_KEY_ID"]
+            .as_str()
+            .ok_or_else(|| missing("AWS_KEY_ID"))?
+            .to_owned(),
+        secret: creds["AWS_SECRET_KEY"]
+            .as_str()
+            .ok_or_else(|| missing("AWS_SECRET_KEY"))?
+            .to_owned(),
+        token: creds["AWS_TOKEN"].as_str().map(str::to_owned),
+    };
+    let endpoint = info["endPoint"].as_str().filter(|e| !e.is_empty());
+    let key = format!("{}{name}", prefix);
+    Ok(signed_put(
+        bucket,
+        &key,
+        region,
+        endpoint,
+        &credentials,
+        &sha256_hex(bytes),
+        &amz_date(),
+    ))
+}
+
+/// Now as `YYYYMMDDTHHMMSSZ`.
+fn amz_date() -> String {
+    let mut text = Vec::new();
+    crate::sinks::stdout::json::write_timestamp(
+        &mut text,
+        unix_seconds() as i64 * 1_000_000,
+        false,
+    );
+    let digits: String = String::from_utf8_lossy(&text)
+        .chars()
+        .filter(|c| *c != '-' && *c != ':')
+        .collect();
+    format!("{digits}Z")
+}
+
 /// A failed request, and whether sending it again may succeed.
 struct Failure {
     error: Error,
@@ -462,4 +525,35 @@ fn request_id() -> Result<String> {
         &hex[16..20],
         &hex[20..32]
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_s3_stage_answer_becomes_a_signed_put() {
+        let info = json!({
+            "locationType": "S3",
+            "location": "sfc-eu-stage/abc123/stages/xyz/",
+            "region": "eu-west-1",
+            "creds": { "AWS_KEY_ID": "KEY", "AWS_SECRET_KEY": "SECRET", "AWS_TOKEN": "TOKEN" },
+        });
+        let put = s3_put(&info, "part-1.csv", b"1,2\n", "_PGR_STAGE/cdc").unwrap();
+        assert_eq!(
+            put.url,
+            "https://sfc-eu-stage.s3.eu-west-1.amazonaws.com/abc123/stages/xyz/part-1.csv"
+        );
+        assert!(put.headers.iter().any(|(n, _)| n == "authorization"));
+        let date = &put
+            .headers
+            .iter()
+            .find(|(n, _)| n == "x-amz-date")
+            .unwrap()
+            .1;
+        assert_eq!(date.len(), 16, "{date}");
+        assert!(date.ends_with('Z') && date.as_bytes()[8] == b'T', "{date}");
+        let error = s3_put(&json!({"locationType": "S3"}), "f", b"", "S").unwrap_err();
+        assert!(error.message().contains("no location"), "{error}");
+    }
 }

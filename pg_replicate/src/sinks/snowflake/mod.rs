@@ -21,6 +21,7 @@ mod emulator;
 mod landing;
 mod merge;
 mod result;
+mod s3;
 mod schema;
 mod sink;
 mod sink_config;
