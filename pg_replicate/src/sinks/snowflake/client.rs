@@ -181,12 +181,16 @@ impl SnowflakeClient {
                 let signed = s3_put(info, name, &bytes, location)?;
                 (signed.url, signed.headers)
             }
+            ("AZURE", _) => (azure_url(info, name, location)?, vec![(
+                "x-ms-blob-type".to_owned(),
+                "BlockBlob".to_owned(),
+            )]),
             _ => {
                 return Err(Error::new(
                     ErrorKind::Sink,
                     format!(
                         "Snowflake keeps stage @{location} on {kind} storage, where this client cannot upload \
-                         yet (it uploads to presigned URLs and to S3)"
+                         (it uploads to presigned URLs, S3 and Azure)"
                     ),
                 ))
             }
@@ -452,6 +456,33 @@ fn s3_put(info: &Value, name: &str, bytes: &[u8], location: &str) -> Result<Sign
     ))
 }
 
+/// The URL uploading file `name` to the Azure stage `info` describes: the
+/// blob's URL with the stage's SAS token as its query (sent with
+/// `x-ms-blob-type: BlockBlob`).
+fn azure_url(info: &Value, name: &str, location: &str) -> Result<String> {
+    let missing = |what: &str| {
+        protocol(&format!(
+            "the PUT answer for stage @{location} on Azure has no {what}"
+        ))
+    };
+    let place = info["location"]
+        .as_str()
+        .ok_or_else(|| missing("location"))?;
+    let account = info["storageAccount"]
+        .as_str()
+        .ok_or_else(|| missing("storageAccount"))?;
+    let endpoint = info["endPoint"]
+        .as_str()
+        .filter(|e| !e.is_empty())
+        .unwrap_or("blob.core.windows.net");
+    let token = info["creds"]["AZURE_SAS_TOKEN"]
+        .as_str()
+        .ok_or_else(|| missing("AZURE_SAS_TOKEN"))?
+        .trim_start_matches('?');
+    let path = super::s3::encode_path(&format!("/{place}{name}"));
+    Ok(format!("https://{account}.{endpoint}{path}?{token}"))
+}
+
 /// Now as `YYYYMMDDTHHMMSSZ`.
 fn amz_date() -> String {
     let mut text = Vec::new();
@@ -555,5 +586,20 @@ mod tests {
         assert!(date.ends_with('Z') && date.as_bytes()[8] == b'T', "{date}");
         let error = s3_put(&json!({"locationType": "S3"}), "f", b"", "S").unwrap_err();
         assert!(error.message().contains("no location"), "{error}");
+    }
+
+    #[test]
+    fn an_azure_stage_answer_becomes_a_blob_url_with_its_sas_token() {
+        let info = json!({
+            "locationType": "AZURE",
+            "location": "stages/abc123/",
+            "storageAccount": "sfcstage",
+            "endPoint": "blob.core.windows.net",
+            "creds": { "AZURE_SAS_TOKEN": "?sv=2020&sig=xyz" },
+        });
+        assert_eq!(
+            azure_url(&info, "part 1.csv", "S").unwrap(),
+            "https://sfcstage.blob.core.windows.net/stages/abc123/part%201.csv?sv=2020&sig=xyz"
+        );
     }
 }
