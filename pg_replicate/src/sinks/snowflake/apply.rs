@@ -46,7 +46,7 @@ use crate::{Error, ErrorKind, Result};
 
 /// How long a batch without events may go without being stored: it only
 /// moves the state past WAL that held nothing for the sink, and each
-/// store is a Snowflake transaction (which keeps a warehouse awake).
+/// store is a Snowflake statement (which keeps a warehouse awake).
 const IDLE_STORE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The message of a state row that moved under the sink.
@@ -225,8 +225,8 @@ impl SnowflakeSink {
         Ok(reached)
     }
 
-    /// Loads and applies `pending` in one transaction that moves the state
-    /// from what this sink last read or wrote to `next`.
+    /// Loads and applies `pending`, then moves the state from what this
+    /// sink last read or wrote to `next`.
     async fn flush(&mut self, pending: &mut Pending, next: Progress) -> Result<()> {
         let expected = self.progress().await?;
         if pending.is_empty() && next == expected {
@@ -238,8 +238,8 @@ impl SnowflakeSink {
                 Ok(())
             }
             Err(error) if error.message().contains(STATE_MOVED) => {
-                // A late commit of this sink's own transaction (a request
-                // retried after it had committed), or another writer.
+                // A late state update of this sink's own (a request sent
+                // again after it had run), or another writer.
                 self.forget_state();
                 let now = self.progress().await?;
                 if now == next {
@@ -256,7 +256,7 @@ impl SnowflakeSink {
                 ))
             }
             Err(error) => {
-                // The transaction may or may not have committed.
+                // The statements may or may not have run.
                 self.forget_state();
                 Err(error)
             }

@@ -1,14 +1,20 @@
 //! Snowflake over its REST protocol, from Rust (feature `snowflake`).
 //!
-//! Built so far: the client ([`SnowflakeClient`]): login with a key-pair
-//! JWT or a password, queries with bound values (one row or many rows in
-//! one request), results as JSON or Arrow, polling of running queries, a
-//! new login when the session expires, Snowflake's errors as clear errors.
-//! The sink that uses it comes next (docs/snowflake.md).
+//! The client ([`SnowflakeClient`]): login with a key-pair JWT or a
+//! password, queries with bound values (one row or many rows in one
+//! request), results as JSON or Arrow, polling of running queries, a new
+//! login when the session expires, requests that fail on the way sent
+//! again, uploads to stages, Snowflake's errors as clear errors. The sink
+//! ([`SnowflakeSink`]): tables with exact types, backfill through a stage,
+//! changes through landing tables merged by key (docs/snowflake.md).
 //!
-//! Rooms: `config` (account, user, credentials), `auth` (the key and the
-//! JWT), `binding` (bound values), `result` (answers), `client` (the
-//! protocol), `emulator` (fakesnow for tests).
+//! Rooms: `config` and `sink_config` (account, user, credentials; the
+//! sink's identity), `auth` (the key and the JWT), `binding` (bound
+//! values), `result` (answers), `client` (the protocol), `s3` (signed
+//! uploads to S3 stages), `schema` (names, types, DDL), `csv` (values as
+//! the text Snowflake loads), `state` (the state tables), `copy` (the
+//! backfill), `landing` (changes as landing rows), `merge` (applying them),
+//! `apply` (a change batch), `sink`, `emulator` (fakesnow for tests).
 
 mod apply;
 mod auth;

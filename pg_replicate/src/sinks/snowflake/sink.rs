@@ -2,9 +2,9 @@
 //!
 //! A backfill writes CSV files into the sink's stage and, when the table's
 //! copy ends, loads them into a load table and moves them into the target
-//! table in the transaction that records the copy ([`super::copy`]). A
+//! table while the copy is still the table's copy ([`super::copy`]). A
 //! change batch lands in the landing tables and is merged into the target
-//! tables in the transaction that stores its end LSN ([`super::apply`]).
+//! tables before its end LSN is stored ([`super::apply`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
