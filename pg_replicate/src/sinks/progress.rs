@@ -81,6 +81,37 @@ pub(crate) fn uncovered(batch: &RecordBatch, stored: &Progress) -> Result<Option
     Ok((first < rows).then(|| batch.slice(first, rows - first)))
 }
 
+/// Counts a truncate of the transaction committed at `commit_lsn` in
+/// `seen` (the commit LSN of the transaction whose truncates it counts,
+/// and how many so far) and, unless `stored` already covers it, moves
+/// `applied` past it. `false` when it is already applied.
+pub(crate) fn advance_truncate(
+    seen: &mut (Lsn, u32),
+    applied: &mut Option<Position>,
+    stored: &Progress,
+    commit_lsn: Lsn,
+) -> bool {
+    if seen.0 != commit_lsn {
+        *seen = (commit_lsn, 0);
+    }
+    seen.1 += 1;
+    let index = seen.1;
+    if stored.covers_event(commit_lsn, index) {
+        return false;
+    }
+    match applied {
+        Some(p) if p.commit_lsn == commit_lsn => p.events = index,
+        _ => {
+            *applied = Some(Position {
+                commit_lsn,
+                seq: None,
+                events: index,
+            })
+        }
+    }
+    true
+}
+
 /// The first and last commit LSN of the row changes of `batch` (for logs).
 pub(crate) fn commit_range(batch: &crate::types::change::CdcBatch) -> Option<(Lsn, Lsn)> {
     let mut range: Option<(u64, u64)> = None;

@@ -584,34 +584,6 @@ async fn killed_child_process() {
         .unwrap();
 }
 
-/// Where the children of the kill test with `slot` log.
-fn child_log(slot: &str) -> String {
-    std::env::temp_dir()
-        .join(format!("pgr-bq-kill-{slot}.log"))
-        .display()
-        .to_string()
-}
-
-/// Shows the end of the children's log when the kill test fails, and
-/// removes the log.
-struct ChildLog(String);
-
-impl Drop for ChildLog {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let text = std::fs::read_to_string(&self.0).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            eprintln!(
-                "last lines of the killed processes' log {}:\n{}",
-                self.0,
-                lines[lines.len().saturating_sub(150)..].join("\n")
-            );
-        } else {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-}
-
 fn spawn_child(
     db: &TestDb,
     dataset: &Dataset,
@@ -631,7 +603,7 @@ fn spawn_child(
         "dataset": dataset.id,
         "rest": emulator().rest_endpoint(),
         "grpc": emulator().storage_endpoint(),
-        "log": child_log(slot),
+        "log": crate::common::child_log("bq", slot),
     });
     std::process::Command::new(std::env::current_exe().unwrap())
         .args([
@@ -653,7 +625,7 @@ async fn killed_at_any_point_converges_exactly_once() {
     let dataset = Dataset::new(&db).await;
     let (publication, slot) = (db.unique_name("pub"), db.unique_name("slot"));
     let identity = format!("{publication}/{slot}");
-    let _log = ChildLog(child_log(&slot));
+    let _log = crate::common::ChildLog(crate::common::child_log("bq", &slot));
     create_work_and_log(&db, &publication, 20000).await;
     // `kill -9` early (slot creation, backfill), then during CDC while
     // changes keep coming; after each, the slot is not ahead of the dataset.

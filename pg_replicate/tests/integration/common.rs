@@ -247,3 +247,31 @@ pub fn emulator_venv(env_var: &str, script: &str) -> std::path::PathBuf {
     );
     String::from_utf8_lossy(&output.stdout).trim().into()
 }
+
+/// Where the children of a kill test (`kind`: the sink, with `slot`) log.
+pub fn child_log(kind: &str, slot: &str) -> String {
+    std::env::temp_dir()
+        .join(format!("pgr-{kind}-kill-{slot}.log"))
+        .display()
+        .to_string()
+}
+
+/// Shows the end of a kill test's children's log when the test fails,
+/// and removes the log.
+pub struct ChildLog(pub String);
+
+impl Drop for ChildLog {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.0).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!(
+                "last lines of the killed processes' log {}:\n{}",
+                self.0,
+                lines[lines.len().saturating_sub(150)..].join("\n")
+            );
+        } else {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}

@@ -596,34 +596,6 @@ async fn killed_child_process() {
         .unwrap();
 }
 
-/// Where the children of the kill test with `slot` log.
-fn child_log(slot: &str) -> String {
-    std::env::temp_dir()
-        .join(format!("pgr-sf-kill-{slot}.log"))
-        .display()
-        .to_string()
-}
-
-/// Shows the end of the children's log when the kill test fails, and
-/// removes the log.
-struct ChildLog(String);
-
-impl Drop for ChildLog {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let text = std::fs::read_to_string(&self.0).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            eprintln!(
-                "last lines of the killed processes' log {}:\n{}",
-                self.0,
-                lines[lines.len().saturating_sub(100)..].join("\n")
-            );
-        } else {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-}
-
 fn spawn_child(
     db: &TestDb,
     database: &str,
@@ -643,7 +615,7 @@ fn spawn_child(
         "identity": identity,
         "database": database,
         "url": emulator().url(),
-        "log": child_log(slot),
+        "log": crate::common::child_log("sf", slot),
     });
     std::process::Command::new(std::env::current_exe().unwrap())
         .args([
@@ -669,7 +641,7 @@ async fn killed_at_any_point_converges_exactly_once() {
     let (publication, slot) = (db.unique_name("pub"), db.unique_name("slot"));
     let identity = "kill";
     let database = db.name().to_uppercase();
-    let _log = ChildLog(child_log(&slot));
+    let _log = crate::common::ChildLog(crate::common::child_log("sf", &slot));
     db.execute(&format!(
         "CREATE TABLE work (id bigint PRIMARY KEY, v bigint, doc text);
          CREATE TABLE log (host text, n bigint);

@@ -32,11 +32,11 @@ use super::schema::{
 use super::script::{apply_script, Step, TableWork, STAGED_ROWS_WRONG};
 use super::stage::{stage, staging_columns, staging_schema};
 use super::state::{
-    insert_progress_sql, parse_progress, select_copied_sql, select_progress_sql, Position,
-    Progress, FORMAT_VERSION, PROGRESS_MOVED,
+    insert_progress_sql, parse_progress, select_copied_sql, select_progress_sql, Progress,
+    FORMAT_VERSION, PROGRESS_MOVED,
 };
 use super::storage_write::StorageWriter;
-use crate::sinks::progress::{advance_rows, commit_range, uncovered};
+use crate::sinks::progress::{advance_rows, advance_truncate, commit_range, uncovered};
 use crate::sinks::Sink;
 use crate::types::change::{CdcBatch, CdcEvent, ResumptionState};
 use crate::types::{Lsn, TableId, TableSchema};
@@ -67,7 +67,7 @@ pub struct BigQuerySink {
     state_tables: bool,
     pub(super) copy: Option<Copy>,
     /// Truncates seen of the transaction in progress: its commit LSN and
-    /// their count (they are counted by [`Position::events`]).
+    /// their count (they are counted by [`Position::events`](super::state::Position::events)).
     truncates: (Lsn, u32),
 }
 
@@ -554,23 +554,8 @@ impl BigQuerySink {
                 CdcEvent::Truncate {
                     tables, commit_lsn, ..
                 } => {
-                    if self.truncates.0 != *commit_lsn {
-                        self.truncates = (*commit_lsn, 0);
-                    }
-                    self.truncates.1 += 1;
-                    let index = self.truncates.1;
-                    if stored.covers_event(*commit_lsn, index) {
+                    if !advance_truncate(&mut self.truncates, &mut applied, &stored, *commit_lsn) {
                         continue;
-                    }
-                    match &mut applied {
-                        Some(p) if p.commit_lsn == *commit_lsn => p.events = index,
-                        _ => {
-                            applied = Some(Position {
-                                commit_lsn: *commit_lsn,
-                                seq: None,
-                                events: index,
-                            })
-                        }
                     }
                     for table in tables {
                         pending.entry(table).steps.push(Step::Truncate);

@@ -39,7 +39,7 @@ use super::schema::{
 };
 use super::sink::SnowflakeSink;
 use super::state::update_state_sql;
-use crate::sinks::progress::{advance_rows, uncovered, Position, Progress};
+use crate::sinks::progress::{advance_rows, advance_truncate, uncovered, Progress};
 use crate::types::change::{change_arrow_schema, CdcBatch, CdcEvent};
 use crate::types::{Lsn, TableId, TableSchema};
 use crate::{Error, ErrorKind, Result};
@@ -169,23 +169,8 @@ impl SnowflakeSink {
                 CdcEvent::Truncate {
                     tables, commit_lsn, ..
                 } => {
-                    if self.truncates.0 != *commit_lsn {
-                        self.truncates = (*commit_lsn, 0);
-                    }
-                    self.truncates.1 += 1;
-                    let index = self.truncates.1;
-                    if stored.covers_event(*commit_lsn, index) {
+                    if !advance_truncate(&mut self.truncates, &mut applied, &stored, *commit_lsn) {
                         continue;
-                    }
-                    match &mut applied {
-                        Some(p) if p.commit_lsn == *commit_lsn => p.events = index,
-                        _ => {
-                            applied = Some(Position {
-                                commit_lsn: *commit_lsn,
-                                seq: None,
-                                events: index,
-                            })
-                        }
                     }
                     for table in tables {
                         // What the table's earlier changes did, the

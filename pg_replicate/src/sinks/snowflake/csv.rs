@@ -26,8 +26,8 @@ use arrow::datatypes::{DataType, Field};
 
 use super::schema::SnowflakeType;
 use crate::sinks::stdout::json::{
-    decimal_to_string, write_date, write_interval, write_time, write_timestamp, write_uuid,
-    write_value,
+    decimal_to_string, write_date, write_hex, write_interval, write_time, write_timestamp,
+    write_uuid, write_value,
 };
 use crate::types::TableName;
 use crate::{Error, ErrorKind, Result};
@@ -131,9 +131,7 @@ fn write_cell(
             out.extend_from_slice(downcast::<StringArray>(values)?.value(row).as_bytes());
         }
         DataType::Binary => {
-            for b in downcast::<BinaryArray>(values)?.value(row) {
-                out.extend_from_slice(format!("{b:02X}").as_bytes());
-            }
+            write_hex(out, downcast::<BinaryArray>(values)?.value(row));
         }
         DataType::FixedSizeBinary(16) => {
             write_uuid(out, downcast::<FixedSizeBinaryArray>(values)?.value(row));
@@ -258,7 +256,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             out,
-            "\"xa\"\"b,\nc\",\"-5\",\"DEAD\"\n\"x\\N\",\"0\",\"\"\n\"x\",\\N,\\N\n\\N,\"7\",\"01\"\n"
+            "\"xa\"\"b,\nc\",\"-5\",\"dead\"\n\"x\\N\",\"0\",\"\"\n\"x\",\\N,\\N\n\\N,\"7\",\"01\"\n"
         );
     }
 

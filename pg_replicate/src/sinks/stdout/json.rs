@@ -271,7 +271,8 @@ pub(crate) fn write_uuid(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
-fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+/// Lower-case hex of `bytes`.
+pub(crate) fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         out.push(HEX[usize::from(b >> 4)]);
