@@ -7,6 +7,7 @@
 //!     --db-host localhost --db-port 5432 --db-name postgres --db-username postgres \
 //!     --account myorg-myaccount --user LOADER --database ANALYTICS --schema REPLICA \
 //!     --warehouse LOAD_WH --private-key-path rsa_key.p8 \
+//!     [--task-schedule-minutes 5 [--landing-schema LANDING]] \
 //!     cdc my_publication snowflake_slot
 //! cargo run --release --example snowflake -- ... copy-table public my_table
 //! ```
@@ -22,7 +23,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use pg_replicate::pipeline::DataPipeline;
 use pg_replicate::sinks::snowflake::{
-    SnowflakeConfig, SnowflakeCredentials, SnowflakeSink, SnowflakeSinkConfig,
+    MergeMode, SnowflakeConfig, SnowflakeCredentials, SnowflakeSink, SnowflakeSinkConfig,
 };
 use pg_replicate_examples::{init_logging, shutdown_on_signal, Command, DbArgs, ProgressSink};
 
@@ -64,6 +65,14 @@ struct Cli {
     /// `https://<account>.snowflakecomputing.com`.
     #[arg(long)]
     snowflake_url: Option<String>,
+    /// Keep changes in landing tables and merge them by a Snowflake task
+    /// every this many minutes, instead of after every batch.
+    #[arg(long)]
+    task_schedule_minutes: Option<u32>,
+    /// The schema (created when missing) of the landing tables and merge
+    /// tasks, with `--task-schedule-minutes`; default: `--schema`.
+    #[arg(long, requires = "task_schedule_minutes")]
+    landing_schema: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -110,6 +119,12 @@ async fn run(cli: Cli) -> Result<(), pg_replicate::Error> {
     let mut config = SnowflakeSinkConfig::new(connection);
     if let Some(identity) = identity {
         config = config.with_identity(identity);
+    }
+    if let Some(every_minutes) = cli.task_schedule_minutes {
+        config = config.with_merge(MergeMode::Task { every_minutes });
+    }
+    if let Some(schema) = cli.landing_schema {
+        config = config.with_landing_schema(schema);
     }
     let sink = SnowflakeSink::connect(config).await?;
     let report = DataPipeline::new(source, ProgressSink::new(sink), action)

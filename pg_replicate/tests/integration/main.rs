@@ -104,5 +104,7 @@ mod scale;
 #[cfg(feature = "snowflake")]
 mod snowflake;
 #[cfg(feature = "snowflake")]
+mod snowflake_landing;
+#[cfg(feature = "snowflake")]
 mod snowflake_sink;
 mod types;

@@ -20,7 +20,7 @@ use crate::support::{fresh_database, TestDb};
 
 /// How a column is compared: both sides become the same text.
 #[derive(Clone, Copy, Debug)]
-enum Kind {
+pub(crate) enum Kind {
     /// The same text on both sides.
     Text,
     /// Equal as f64 (NaN equal to NaN).
@@ -138,7 +138,7 @@ fn normalize(kind: Kind, value: Option<String>) -> Option<String> {
 }
 
 /// The connection to a database of its own on the emulator.
-fn connection(database: &str) -> SnowflakeConfig {
+pub(crate) fn connection(database: &str) -> SnowflakeConfig {
     SnowflakeConfig::new(
         "testacct",
         "loader",
@@ -149,20 +149,23 @@ fn connection(database: &str) -> SnowflakeConfig {
     .with_schema("REPLICA")
 }
 
-async fn client(database: &str) -> SnowflakeClient {
+pub(crate) async fn client(database: &str) -> SnowflakeClient {
     SnowflakeClient::connect(connection(database))
         .await
         .unwrap_or_else(|e| panic!("log in to fakesnow: {e}"))
 }
 
 /// Rows of `sql` as text.
-async fn rows(client: &mut SnowflakeClient, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+pub(crate) async fn rows(
+    client: &mut SnowflakeClient,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>, String> {
     let result = client.query(sql, &[]).await.map_err(|e| e.to_string())?;
     result.text_rows().map_err(|e| e.to_string())
 }
 
 /// Waits (at most 60 s) until `n` tables are recorded as copied.
-async fn wait_copied(client: &mut SnowflakeClient, n: usize) {
+pub(crate) async fn wait_copied(client: &mut SnowflakeClient, n: usize) {
     let started = Instant::now();
     loop {
         let copied = rows(
@@ -185,7 +188,7 @@ async fn wait_copied(client: &mut SnowflakeClient, n: usize) {
 
 /// Postgres `pg_table` and Snowflake `sf_table`, columns compared as
 /// `spec` says, sorted.
-async fn both_sides(
+pub(crate) async fn both_sides(
     db: &TestDb,
     client: &mut SnowflakeClient,
     pg_table: &str,
@@ -283,14 +286,14 @@ async fn wait_converged(
 }
 
 /// The last `lines` lines of the emulator's log.
-fn log_tail(lines: usize) -> String {
+pub(crate) fn log_tail(lines: usize) -> String {
     let log = std::fs::read_to_string(emulator().log_file()).unwrap_or_default();
     let all: Vec<&str> = log.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// The stored LSN of `identity`.
-async fn stored_lsn(client: &mut SnowflakeClient, identity: &str) -> Option<Lsn> {
+pub(crate) async fn stored_lsn(client: &mut SnowflakeClient, identity: &str) -> Option<Lsn> {
     let rows = rows(
         client,
         &format!("SELECT LAST_LSN FROM _PGR_STATE WHERE IDENTITY = '{identity}'"),
@@ -302,7 +305,7 @@ async fn stored_lsn(client: &mut SnowflakeClient, identity: &str) -> Option<Lsn>
         .map(|lsn| Lsn(lsn.parse().unwrap()))
 }
 
-async fn assert_confirmed_not_ahead(
+pub(crate) async fn assert_confirmed_not_ahead(
     db: &TestDb,
     client: &mut SnowflakeClient,
     slot: &str,
@@ -317,7 +320,7 @@ async fn assert_confirmed_not_ahead(
     }
 }
 
-const ITEMS: &[(&str, Kind)] = &[
+pub(crate) const ITEMS: &[(&str, Kind)] = &[
     ("id", Kind::Text),
     ("v", Kind::Text),
     ("n", Kind::Decimal),
@@ -326,7 +329,7 @@ const ITEMS: &[(&str, Kind)] = &[
     ("j", Kind::Json),
 ];
 
-fn insert_items(ids: std::ops::RangeInclusive<i64>) -> String {
+pub(crate) fn insert_items(ids: std::ops::RangeInclusive<i64>) -> String {
     let rows: Vec<String> = ids
         .map(|id| {
             format!(

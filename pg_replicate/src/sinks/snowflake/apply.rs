@@ -56,7 +56,9 @@ const STATE_MOVED: &str = "the replication state is not what this sink last read
 struct PendingTable {
     table: Arc<TableSchema>,
     batches: Vec<RecordBatch>,
-    truncate: bool,
+    /// The last truncate: its commit LSN and the sequence of the change of
+    /// its transaction before it (-1: none).
+    truncate: Option<(Lsn, i64)>,
 }
 
 /// What the sink applies next, per table in order of appearance.
@@ -73,7 +75,7 @@ impl Pending {
                 self.tables.push(PendingTable {
                     table: table.clone(),
                     batches: Vec::new(),
-                    truncate: false,
+                    truncate: None,
                 });
                 self.tables.len() - 1
             }
@@ -91,17 +93,50 @@ struct Loaded {
     table: Arc<TableSchema>,
     rows: usize,
     reads: bool,
-    truncate: bool,
+    truncate: Option<(Lsn, i64)>,
 }
 
 impl SnowflakeSink {
     /// `CREATE OR REPLACE` of the landing table of `table`.
+    /// In [`MergeMode::Task`](super::MergeMode::Task) and
+    /// [`MergeMode::External`](super::MergeMode::External) the landing
+    /// table keeps its rows ([`super::accumulate`]); inline, it only holds
+    /// a batch, and is refused when it holds changes a mode that keeps them
+    /// left unmerged.
     pub(super) async fn create_landing(&mut self, table: &TableSchema) -> Result<()> {
+        if self.config.merge.accumulates() {
+            return self.prepare_kept_landing(table).await;
+        }
         let columns: Vec<String> = landing_columns(table)
             .iter()
             .map(|(name, ty)| format!("{} {ty}", quote(name)))
             .collect();
         let name = landing_name(&table.name);
+        if let Some(existing) = self.existing_columns(None, &name).await? {
+            // Only a landing table that keeps changes lacks these columns.
+            let batch_only = existing
+                .iter()
+                .any(|c| c.name.starts_with("_PGR_KEEP_") || c.name.starts_with("_PGR_FROM_"));
+            if !batch_only && !table.columns.is_empty() {
+                let count = self
+                    .execute(
+                        &format!("SELECT COUNT(*) FROM {}", quote(&name)),
+                        &format!("count the rows of landing table {name}"),
+                    )
+                    .await?;
+                let count = count.first().and_then(|r| r.first().cloned().flatten());
+                if count.as_deref() != Some("0") {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        format!(
+                            "landing table {name} holds changes not merged yet (the sink ran with \
+                             MergeMode::Task or External); merge them (SnowflakeSink::merge_landing, with the \
+                             task suspended) before running with MergeMode::Inline"
+                        ),
+                    ));
+                }
+            }
+        }
         self.execute(
             &format!(
                 "CREATE OR REPLACE TABLE {} ({})",
@@ -172,12 +207,16 @@ impl SnowflakeSink {
                     if !advance_truncate(&mut self.truncates, &mut applied, &stored, *commit_lsn) {
                         continue;
                     }
+                    let after = applied
+                        .filter(|p| p.commit_lsn == *commit_lsn)
+                        .and_then(|p| p.seq)
+                        .map_or(-1, i64::from);
                     for table in tables {
                         // What the table's earlier changes did, the
                         // truncate undoes.
                         let entry = pending.entry(table);
                         entry.batches.clear();
-                        entry.truncate = true;
+                        entry.truncate = Some((*commit_lsn, after));
                     }
                 }
                 CdcEvent::SchemaChange { new, .. } => {
@@ -261,50 +300,43 @@ impl SnowflakeSink {
         }
         let mut statements = Vec::new();
         for table in &loaded {
+            if self.config.merge.accumulates() {
+                statements.extend(self.kept_landing_statements(
+                    &table.table,
+                    table.rows,
+                    table.reads,
+                    table.truncate,
+                ));
+                continue;
+            }
             let landing = quote(&landing_name(&table.table.name));
+            let target = quote(&target_name(&table.table.name));
             if table.rows > 0 {
-                let casts: Vec<String> = landing_columns(&table.table)
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (_, ty))| ty.cast(&load_column(i)))
-                    .collect();
                 statements.push(Checked {
                     sql: format!("DELETE FROM {landing}"),
                     rows: None,
                     otherwise: String::new(),
                 });
-                statements.push(Checked {
-                    sql: format!(
-                        "INSERT INTO {landing} SELECT {} FROM {}",
-                        casts.join(", "),
-                        quote(&load_name(&table.table.name))
-                    ),
-                    rows: Some(table.rows as u64),
-                    otherwise: format!(
-                        "the load table of {} holds another number of rows than were written",
-                        table.table.name
-                    ),
-                });
+                statements.push(load_rows(&table.table, &landing, table.rows));
                 if table.reads {
-                    statements.extend(keep_statements(&table.table).into_iter().map(|sql| {
-                        Checked {
-                            sql,
-                            rows: None,
-                            otherwise: String::new(),
-                        }
+                    let keep = keep_statements(&table.table, &landing, &target, None);
+                    statements.extend(keep.into_iter().map(|sql| Checked {
+                        sql,
+                        rows: None,
+                        otherwise: String::new(),
                     }));
                 }
             }
-            if table.truncate {
+            if table.truncate.is_some() {
                 statements.push(Checked {
-                    sql: format!("DELETE FROM {}", quote(&target_name(&table.table.name))),
+                    sql: format!("DELETE FROM {target}"),
                     rows: None,
                     otherwise: String::new(),
                 });
             }
             if table.rows > 0 {
                 statements.push(Checked {
-                    sql: apply_sql(&table.table),
+                    sql: apply_sql(&table.table, &target, &landing),
                     rows: None,
                     otherwise: String::new(),
                 });
@@ -382,6 +414,28 @@ impl SnowflakeSink {
             ));
         }
         Ok(loaded)
+    }
+}
+
+/// The statement moving the `rows` rows of the load table of `table` into
+/// `into` (a table of its landing columns), cast to their types.
+pub(super) fn load_rows(table: &TableSchema, into: &str, rows: usize) -> Checked {
+    let casts: Vec<String> = landing_columns(table)
+        .iter()
+        .enumerate()
+        .map(|(i, (_, ty))| ty.cast(&load_column(i)))
+        .collect();
+    Checked {
+        sql: format!(
+            "INSERT INTO {into} SELECT {} FROM {}",
+            casts.join(", "),
+            quote(&load_name(&table.name))
+        ),
+        rows: Some(rows as u64),
+        otherwise: format!(
+            "the load table of {} holds another number of rows than were written",
+            table.name
+        ),
     }
 }
 

@@ -93,6 +93,9 @@ impl SnowflakeSink {
             )
             .await?;
         }
+        if self.config.merge.accumulates() {
+            self.clear_kept_landing(table).await?;
+        }
         let name = target_name(&table.name);
         self.execute(
             &create_target_sql(table, true),

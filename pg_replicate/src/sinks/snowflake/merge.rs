@@ -21,14 +21,20 @@
 //! identity index) hold no NULL, so keys compare with `=`.
 
 use super::landing::{from_col, keep_col, LSN, OP, SEQ};
-use super::schema::{column_name, key_columns, landing_name, quote, target_name};
+use super::schema::{column_name, key_columns, quote};
 use crate::types::change::ChangeOp;
 use crate::types::TableSchema;
 
-/// The statements taking kept values from the stored rows (step 1).
-pub fn keep_statements(table: &TableSchema) -> Vec<String> {
-    let target = quote(&target_name(&table.name));
-    let landing = quote(&landing_name(&table.name));
+/// The statements taking kept values of the flagged landing rows in
+/// `rows` from the stored rows of `target` (step 1); with `history` (a
+/// landing table that keeps unmerged changes) first from the last row each
+/// key has there.
+pub fn keep_statements(
+    table: &TableSchema,
+    rows: &str,
+    target: &str,
+    history: Option<&str>,
+) -> Vec<String> {
     let names: Vec<String> = table
         .columns
         .iter()
@@ -75,28 +81,38 @@ pub fn keep_statements(table: &TableSchema) -> Vec<String> {
         .iter()
         .map(|&k| format!("l.{} IS NOT NULL", quote(&from_col(k))))
         .collect();
-    vec![
+    let update = |source: &str, condition: String| {
         format!(
-            "UPDATE {landing} AS l SET {} FROM {target} AS p WHERE {} AND ({})",
+            "UPDATE {rows} AS l SET {} FROM {source} AS p WHERE {condition} AND ({})",
             sets.join(", "),
-            at_origin.join(" AND "),
             flagged.join(" OR ")
-        ),
-        format!(
-            "UPDATE {landing} AS l SET {} FROM {target} AS p WHERE {} AND {} AND ({})",
-            sets.join(", "),
-            at_key.join(" AND "),
-            moved.join(" AND "),
-            flagged.join(" OR ")
-        ),
-    ]
+        )
+    };
+    let mut statements = Vec::new();
+    if let Some(history) = history {
+        // Deletes hold no values, and a key's row cannot be kept across
+        // its delete: the last written row of the key is the stored one.
+        let partition: Vec<String> = keys.iter().map(|&k| names[k].clone()).collect();
+        let written = format!(
+            "(SELECT * FROM {history} WHERE {OP} IN ({}, {}) QUALIFY ROW_NUMBER() OVER (PARTITION BY {} ORDER \
+             BY {LSN} DESC, {SEQ} DESC) = 1)",
+            ChangeOp::Insert as u8,
+            ChangeOp::Update as u8,
+            partition.join(", ")
+        );
+        statements.push(update(&written, at_origin.join(" AND ")));
+    }
+    statements.push(update(target, at_origin.join(" AND ")));
+    statements.push(update(
+        target,
+        format!("{} AND {}", at_key.join(" AND "), moved.join(" AND ")),
+    ));
+    statements
 }
 
-/// The statement applying the landing table of `table` to its target
-/// (step 2).
-pub fn apply_sql(table: &TableSchema) -> String {
-    let target = quote(&target_name(&table.name));
-    let landing = quote(&landing_name(&table.name));
+/// The statement applying the landing rows `rows` (a table or a
+/// parenthesized query) of `table` to `target` (step 2).
+pub fn apply_sql(table: &TableSchema, target: &str, rows: &str) -> String {
     let names: Vec<String> = table
         .columns
         .iter()
@@ -106,7 +122,7 @@ pub fn apply_sql(table: &TableSchema) -> String {
     if keys.is_empty() {
         let selected: Vec<String> = names.iter().map(|n| format!("l.{n}")).collect();
         return format!(
-            "INSERT INTO {target} ({}, {LSN}, {SEQ}) SELECT {}, l.{LSN}, l.{SEQ} FROM {landing} AS l \
+            "INSERT INTO {target} ({}, {LSN}, {SEQ}) SELECT {}, l.{LSN}, l.{SEQ} FROM {rows} AS l \
              WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE t.{LSN} = l.{LSN} AND t.{SEQ} = l.{SEQ}) \
              QUALIFY ROW_NUMBER() OVER (PARTITION BY l.{LSN}, l.{SEQ} ORDER BY l.{LSN}) = 1",
             names.join(", "),
@@ -120,7 +136,7 @@ pub fn apply_sql(table: &TableSchema) -> String {
         .map(|&k| format!("t.{0} = s.{0}", names[k]))
         .collect();
     let mut sql = format!(
-        "MERGE INTO {target} AS t USING (SELECT {}, {OP} FROM {landing} QUALIFY ROW_NUMBER() OVER (PARTITION BY \
+        "MERGE INTO {target} AS t USING (SELECT {}, {OP} FROM {rows} QUALIFY ROW_NUMBER() OVER (PARTITION BY \
          {} ORDER BY {LSN} DESC, {SEQ} DESC) = 1) AS s ON {} WHEN MATCHED AND s.{OP} = {delete} THEN DELETE",
         names.join(", "),
         partition.join(", "),
@@ -152,17 +168,21 @@ mod tests {
     use super::*;
     use crate::sinks::test_fixtures::table;
 
+    const TARGET: &str = "\"ITEMS\"";
+    const LANDING: &str = "\"LANDING_ITEMS\"";
+
     #[test]
     fn a_keyed_table_merges_the_last_row_of_each_key() {
         assert_eq!(
-            apply_sql(&table(1, "items", false)),
+            apply_sql(&table(1, "items", false), TARGET, LANDING),
             "MERGE INTO \"ITEMS\" AS t USING (SELECT \"ID\", \"V\", \"T\", _PGR_OP FROM \"LANDING_ITEMS\" \
              QUALIFY ROW_NUMBER() OVER (PARTITION BY \"ID\" ORDER BY _PGR_LSN DESC, _PGR_SEQ DESC) = 1) AS s ON \
              t.\"ID\" = s.\"ID\" WHEN MATCHED AND s._PGR_OP = 3 THEN DELETE WHEN MATCHED THEN UPDATE SET \
              t.\"V\" = s.\"V\", t.\"T\" = s.\"T\" WHEN NOT MATCHED AND s._PGR_OP <> 3 THEN INSERT (\"ID\", \
              \"V\", \"T\") VALUES (s.\"ID\", s.\"V\", s.\"T\")"
         );
-        let keep = keep_statements(&table(1, "items", false));
+        let keep = keep_statements(&table(1, "items", false), LANDING, TARGET, None);
+        assert_eq!(keep.len(), 2);
         assert_eq!(
             keep[0],
             "UPDATE \"LANDING_ITEMS\" AS l SET \"V\" = IFF(l.\"_PGR_KEEP_1\", p.\"V\", l.\"V\"), \"T\" = \
@@ -183,9 +203,9 @@ mod tests {
         for column in &mut log.columns {
             column.identity = false;
         }
-        assert!(keep_statements(&log).is_empty());
+        assert!(keep_statements(&log, "\"LANDING_LOG\"", "\"LOG\"", Some("H")).is_empty());
         assert_eq!(
-            apply_sql(&log),
+            apply_sql(&log, "\"LOG\"", "\"LANDING_LOG\""),
             "INSERT INTO \"LOG\" (\"ID\", \"V\", \"T\", _PGR_LSN, _PGR_SEQ) SELECT l.\"ID\", l.\"V\", l.\"T\", \
              l._PGR_LSN, l._PGR_SEQ FROM \"LANDING_LOG\" AS l WHERE NOT EXISTS (SELECT 1 FROM \"LOG\" AS t WHERE \
              t._PGR_LSN = l._PGR_LSN AND t._PGR_SEQ = l._PGR_SEQ) QUALIFY ROW_NUMBER() OVER (PARTITION BY \

@@ -14,8 +14,11 @@
 //! uploads to S3 stages), `schema` (names, types, DDL), `csv` (values as
 //! the text Snowflake loads), `state` (the state tables), `copy` (the
 //! backfill), `landing` (changes as landing rows), `merge` (applying them),
-//! `apply` (a change batch), `sink`, `emulator` (fakesnow for tests).
+//! `apply` (a change batch), `task` and `accumulate` (landing tables that
+//! keep changes until a task or the application merges them), `sink`,
+//! `emulator` (fakesnow for tests).
 
+mod accumulate;
 mod apply;
 mod auth;
 mod binding;
@@ -32,6 +35,7 @@ mod schema;
 mod sink;
 mod sink_config;
 mod state;
+mod task;
 
 pub use binding::{Binding, BindingType};
 pub use client::SnowflakeClient;
@@ -40,4 +44,4 @@ pub use emulator::LocalSnowflake;
 pub use result::{QueryResult, ResultColumn, ResultRows};
 pub use schema::{snowflake_name, SnowflakeType};
 pub use sink::SnowflakeSink;
-pub use sink_config::SnowflakeSinkConfig;
+pub use sink_config::{MergeMode, SnowflakeSinkConfig};

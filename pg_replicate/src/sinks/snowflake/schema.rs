@@ -106,7 +106,7 @@ impl SnowflakeType {
     }
 
     /// The expression reading this type from `text`, a load table's
-    /// VARCHAR cell written by [`super::csv`].
+    /// VARCHAR cell written by the sink's CSV writer.
     pub fn cast(&self, text: &str) -> String {
         match self {
             Self::Varchar => format!("SUBSTR({text}, 2)"),
@@ -208,6 +208,42 @@ pub fn landing_name(table: &TableName) -> String {
 /// files are copied into.
 pub fn load_name(table: &TableName) -> String {
     format!("{RESERVED_PREFIX}LOAD_{}", target_name(table))
+}
+
+/// The (unquoted) name of a table's batch table: the changes of one batch
+/// on their way into a landing table that keeps changes.
+pub fn batch_name(table: &TableName) -> String {
+    format!("{RESERVED_PREFIX}BATCH_{}", target_name(table))
+}
+
+/// The (unquoted) name of the task merging a table's landing table.
+pub fn task_name(table: &TableName) -> String {
+    format!("{RESERVED_PREFIX}MERGE_{}", target_name(table))
+}
+
+/// The quoted form of a database, schema or warehouse name as a user
+/// writes it in Snowflake: upper case when it needs no quotes there
+/// (`analytics` is `"ANALYTICS"`), as spelled inside double quotes.
+pub fn object_name(name: &str) -> String {
+    if let Some(inner) = name
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+        .filter(|inner| !inner.is_empty())
+    {
+        return quote(&inner.replace("\"\"", "\""));
+    }
+    let bare = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
+    if bare {
+        quote(&name.to_ascii_uppercase())
+    } else {
+        quote(name)
+    }
 }
 
 /// The (unquoted) Snowflake name of a column.

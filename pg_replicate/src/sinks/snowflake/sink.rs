@@ -47,6 +47,8 @@ pub struct SnowflakeSink {
     pub(super) config: SnowflakeSinkConfig,
     pub(super) client: SnowflakeClient,
     state_ready: bool,
+    /// The landing schema and the table of merge statements exist.
+    pub(super) landing_ready: bool,
     /// What the state row holds; `None` until read (and after a failure,
     /// which may have left it either way).
     progress: Option<Progress>,
@@ -75,6 +77,7 @@ impl SnowflakeSink {
             config,
             client,
             state_ready: false,
+            landing_ready: false,
             progress: None,
             stored_at: None,
             tables: KnownTables::new(),
@@ -196,17 +199,21 @@ impl SnowflakeSink {
         Ok(copied)
     }
 
-    /// The columns of the target table of `table`; `None` when it does not
-    /// exist.
+    /// The columns of table `name` (unquoted) of `schema` (quoted; `None`:
+    /// the target schema); `None` when it does not exist.
     pub(super) async fn existing_columns(
         &mut self,
-        table: &TableSchema,
+        schema: Option<&str>,
+        name: &str,
     ) -> Result<Option<Vec<ExistingColumn>>> {
-        let name = target_name(&table.name);
+        let schema = match schema {
+            Some(quoted) => literal(&unquote(quoted)),
+            None => "CURRENT_SCHEMA()".to_owned(),
+        };
         let sql = format!(
             "SELECT COLUMN_NAME, DATA_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE FROM INFORMATION_SCHEMA.COLUMNS \
-             WHERE TABLE_SCHEMA = CURRENT_SCHEMA() AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
-            literal(&name)
+             WHERE TABLE_SCHEMA = {schema} AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
+            literal(name)
         );
         let rows = self
             .execute(&sql, &format!("read the columns of Snowflake table {name}"))
@@ -227,29 +234,31 @@ impl SnowflakeSink {
             .map(Some)
     }
 
-    /// The statements adding and dropping columns of a target table so it
-    /// matches `table`; an error when a column's type changed.
+    /// The statements adding and dropping columns of `existing` table
+    /// `quoted` so it holds the columns of `table` and then `meta`; an error
+    /// when a column's type changed.
     pub(super) fn column_changes(
         table: &TableSchema,
         existing: &[ExistingColumn],
+        quoted: &str,
+        meta: &[(&str, &str)],
     ) -> Result<Vec<String>> {
-        let target = quote(&target_name(&table.name));
         let mut statements = Vec::new();
         for column in &table.columns {
             let name = column_name(column);
             let kind = snowflake_type(column);
             match existing.iter().find(|e| e.name == name) {
                 None => statements.push(format!(
-                    "ALTER TABLE {target} ADD COLUMN {} {kind}",
+                    "ALTER TABLE {quoted} ADD COLUMN {} {kind}",
                     quote(&name)
                 )),
                 Some(e) if !kind.matches(&e.type_name, e.precision, e.scale) => {
                     return Err(Error::new(
                         ErrorKind::Schema,
                         format!(
-                            "column {:?} of {} is {} in Snowflake, but its Postgres type {} maps to {kind}; \
-                             drop Snowflake table {} and its row in {COPIED_TABLE}, and the pipeline copies \
-                             the table again",
+                            "column {:?} of {} is {} in Snowflake table {quoted}, but its Postgres type {} maps \
+                             to {kind}; drop Snowflake table {} and its row in {COPIED_TABLE}, and the pipeline \
+                             copies the table again",
                             column.name,
                             table.name,
                             e.type_name,
@@ -261,22 +270,17 @@ impl SnowflakeSink {
                 Some(_) => {}
             }
         }
-        let keyless = key_columns(table).is_empty();
-        for (name, ty) in POSITION_COLUMNS {
-            if keyless && !existing.iter().any(|e| e.name == name) {
-                statements.push(format!("ALTER TABLE {target} ADD COLUMN {name} {ty}"));
+        for (name, ty) in meta {
+            if !existing.iter().any(|e| e.name == *name) {
+                statements.push(format!("ALTER TABLE {quoted} ADD COLUMN {name} {ty}"));
             }
         }
         for e in existing {
-            let position = POSITION_COLUMNS.iter().any(|(name, _)| *name == e.name);
-            let kept = if position {
-                keyless
-            } else {
-                table.columns.iter().any(|c| column_name(c) == e.name)
-            };
+            let kept = meta.iter().any(|(name, _)| *name == e.name)
+                || table.columns.iter().any(|c| column_name(c) == e.name);
             if !kept {
                 statements.push(format!(
-                    "ALTER TABLE {target} DROP COLUMN {}",
+                    "ALTER TABLE {quoted} DROP COLUMN {}",
                     quote(&e.name)
                 ));
             }
@@ -287,7 +291,10 @@ impl SnowflakeSink {
     /// Creates the target table of `table`, or brings a copied one to its
     /// columns.
     pub(super) async fn ensure_target(&mut self, table: &TableSchema, copied: bool) -> Result<()> {
-        match self.existing_columns(table).await? {
+        match self
+            .existing_columns(None, &target_name(&table.name))
+            .await?
+        {
             None => {
                 let name = target_name(&table.name);
                 self.execute(
@@ -297,7 +304,13 @@ impl SnowflakeSink {
                 .await?;
             }
             Some(existing) if copied => {
-                let statements = Self::column_changes(table, &existing)?;
+                let target = quote(&target_name(&table.name));
+                let meta: &[(&str, &str)] = if key_columns(table).is_empty() {
+                    &POSITION_COLUMNS
+                } else {
+                    &[]
+                };
+                let statements = Self::column_changes(table, &existing, &target, meta)?;
                 for sql in statements {
                     info!(table = %table.name, "changing the columns of a Snowflake table");
                     self.execute(&sql, "change the columns of a Snowflake table")
@@ -309,6 +322,15 @@ impl SnowflakeSink {
         }
         Ok(())
     }
+}
+
+/// The name inside a quoted identifier.
+fn unquote(quoted: &str) -> String {
+    quoted
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or(quoted)
+        .replace("\"\"", "\"")
 }
 
 /// An integer cell of a state table.
