@@ -103,7 +103,7 @@ async fn copied(client: &mut SnowflakeClient, running: Running) -> Running {
 
 /// Merges the landing tables from a sink of its own, as a separate
 /// process would; returns how many tables had changes.
-async fn merge(database: &str) -> usize {
+pub(crate) async fn merge(database: &str) -> usize {
     let mut merger = SnowflakeSink::connect(sink_config(database, "merger", MergeMode::External))
         .await
         .unwrap();
@@ -111,6 +111,93 @@ async fn merge(database: &str) -> usize {
         .merge_landing()
         .await
         .unwrap_or_else(|e| panic!("merge the landing tables: {e}"))
+}
+
+/// Merges like [`merge`], unless no sink has recorded merge statements
+/// yet.
+pub(crate) async fn merge_if_ready(database: &str) {
+    let mut merger = SnowflakeSink::connect(sink_config(database, "merger", MergeMode::External))
+        .await
+        .unwrap();
+    if let Err(error) = merger.merge_landing().await {
+        let message = error.to_string();
+        assert!(
+            message.contains("_PGR_MERGES") && message.contains("does not exist"),
+            "merge the landing tables: {message}"
+        );
+    }
+}
+
+/// Runs the first two statements of every recorded merge, as a merge
+/// interrupted before it cleared the landing tables would have.
+pub(crate) async fn interrupted_merge(client: &mut SnowflakeClient) {
+    let recorded = rows(
+        client,
+        "SELECT BOUND_SQL, EMPTY_SQL, MERGE_SQL FROM _PGR_MERGES",
+    )
+    .await
+    .unwrap();
+    for row in recorded {
+        let text = |i: usize| row[i].clone().unwrap();
+        let bound = rows(client, &text(0)).await.unwrap();
+        let Some(last) = bound.first() else {
+            continue;
+        };
+        let (lsn, seq) = (last[0].clone().unwrap(), last[1].clone().unwrap());
+        for sql in [text(1), text(2)] {
+            let sql = sql.replace(":bound_lsn", &lsn).replace(":bound_seq", &seq);
+            rows(client, &sql).await.unwrap();
+        }
+    }
+}
+
+/// A Postgres table, its Snowflake table, and how their columns compare.
+pub(crate) type Compared<'a> = (&'a str, &'a str, &'a [(&'a str, Kind)]);
+
+/// Merges until every `(postgres, snowflake, columns)` table is equal
+/// (at most 90 s); panics saying how they differ, or how the pipeline
+/// ended.
+pub(crate) async fn merge_until_equal(
+    db: &TestDb,
+    client: &mut SnowflakeClient,
+    running: Running,
+    database: &str,
+    tables: &[Compared<'_>],
+) -> Running {
+    let started = Instant::now();
+    loop {
+        merge(database).await;
+        let mut differences = Vec::new();
+        for (pg, sf, spec) in tables {
+            match both_sides(db, client, pg, sf, spec).await {
+                Ok((expected, actual)) if expected == actual => {}
+                Ok((expected, actual)) => differences.push(format!(
+                    "{sf}: {} rows in Postgres, {} in Snowflake, missing {:?}, extra {:?}",
+                    expected.len(),
+                    actual.len(),
+                    expected
+                        .iter()
+                        .filter(|r| !actual.contains(r))
+                        .take(3)
+                        .collect::<Vec<_>>(),
+                    actual
+                        .iter()
+                        .filter(|r| !expected.contains(r))
+                        .take(3)
+                        .collect::<Vec<_>>()
+                )),
+                Err(error) => differences.push(error),
+            }
+        }
+        if differences.is_empty() {
+            return running;
+        }
+        if started.elapsed() > Duration::from_secs(90) || running.handle.is_finished() {
+            let outcome = running.stop().await;
+            panic!("the merged tables did not converge: {differences:?}; the pipeline ended with {outcome:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 async fn assert_equal(

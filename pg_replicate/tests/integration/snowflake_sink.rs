@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use pg_replicate::pipeline::PipelineAction;
 use pg_replicate::sinks::snowflake::{
-    SnowflakeClient, SnowflakeConfig, SnowflakeCredentials, SnowflakeSink, SnowflakeSinkConfig,
+    MergeMode, SnowflakeClient, SnowflakeConfig, SnowflakeCredentials, SnowflakeSink,
+    SnowflakeSinkConfig,
 };
 use pg_replicate::types::Lsn;
 use pg_replicate::ErrorKind;
@@ -580,13 +581,13 @@ async fn killed_child_process() {
     .with_database(text("database"))
     .with_schema("REPLICA");
     // Small files: a copy is interrupted between uploads too.
-    let sink = SnowflakeSink::connect(
-        SnowflakeSinkConfig::new(connection)
-            .with_identity(text("identity"))
-            .with_file_bytes(256 << 10),
-    )
-    .await
-    .unwrap();
+    let mut sink_config = SnowflakeSinkConfig::new(connection)
+        .with_identity(text("identity"))
+        .with_file_bytes(256 << 10);
+    if spec["external"].as_bool() == Some(true) {
+        sink_config = sink_config.with_merge(MergeMode::External);
+    }
+    let sink = SnowflakeSink::connect(sink_config).await.unwrap();
     let source = pg_replicate::sources::postgres::PostgresSource::new(
         config,
         text("publication"),
@@ -605,6 +606,7 @@ fn spawn_child(
     publication: &str,
     slot: &str,
     identity: &str,
+    external: bool,
 ) -> std::process::Child {
     let config = db.config();
     let spec = serde_json::json!({
@@ -616,6 +618,7 @@ fn spawn_child(
         "publication": publication,
         "slot": slot,
         "identity": identity,
+        "external": external,
         "database": database,
         "url": emulator().url(),
         "log": crate::common::child_log("sf", slot),
@@ -640,7 +643,19 @@ fn spawn_child(
 /// Postgres, keyed and insert-only alike: nothing lost, nothing twice.
 #[tokio::test]
 async fn killed_at_any_point_converges_exactly_once() {
-    let db = fresh_database("sf_kill").await;
+    kill_trials("sf_kill", false).await;
+}
+
+/// The same with changes kept in landing tables (`MergeMode::External`)
+/// and merged by this process while the killed one lands more, and one
+/// merge interrupted before it cleared the landing tables.
+#[tokio::test]
+async fn killed_while_landing_with_merges_between_converges_exactly_once() {
+    kill_trials("sf_kill_kept", true).await;
+}
+
+async fn kill_trials(name: &str, external: bool) {
+    let db = fresh_database(name).await;
     let (publication, slot) = (db.unique_name("pub"), db.unique_name("slot"));
     let identity = "kill";
     let database = db.name().to_uppercase();
@@ -657,10 +672,14 @@ async fn killed_at_any_point_converges_exactly_once() {
     let mut client = client(&database).await;
     let mut round = 0;
     for wait_ms in [300u64, 1200, 2500, 1800, 3000, 2200, 900, 3500] {
-        let mut child = spawn_child(&db, &database, &publication, &slot, identity);
+        let mut child = spawn_child(&db, &database, &publication, &slot, identity, external);
         let started = Instant::now();
         while started.elapsed() < Duration::from_millis(wait_ms) {
             db.execute(&workload(round)).await;
+            if external && round % 4 == 3 {
+                // Merged while the other process lands more.
+                crate::snowflake_landing::merge_if_ready(&database).await;
+            }
             round += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -679,18 +698,32 @@ async fn killed_at_any_point_converges_exactly_once() {
             );
         }
     }
+    if external {
+        crate::snowflake_landing::interrupted_merge(&mut client).await;
+    }
     // A last run in this process catches up, with one more transaction
     // that only the stream can bring.
-    let sink = SnowflakeSink::connect(
-        SnowflakeSinkConfig::new(connection(&database)).with_identity(identity),
-    )
-    .await
-    .unwrap();
+    let mut config = SnowflakeSinkConfig::new(connection(&database)).with_identity(identity);
+    if external {
+        config = config.with_merge(MergeMode::External);
+    }
+    let sink = SnowflakeSink::connect(config).await.unwrap();
     let mut running = start_with(&db, &publication, &slot, sink, PipelineAction::Both);
     wait_copied(&mut client, 2).await;
     db.execute(&workload(round)).await;
-    running = wait_converged(&db, &mut client, running, "work", "WORK", WORK).await;
-    running = wait_converged(&db, &mut client, running, "log", "LOG", LOG).await;
+    if external {
+        running = crate::snowflake_landing::merge_until_equal(
+            &db,
+            &mut client,
+            running,
+            &database,
+            &[("work", "WORK", WORK), ("log", "LOG", LOG)],
+        )
+        .await;
+    } else {
+        running = wait_converged(&db, &mut client, running, "work", "WORK", WORK).await;
+        running = wait_converged(&db, &mut client, running, "log", "LOG", LOG).await;
+    }
     running.stop().await.unwrap();
     assert_confirmed_not_ahead(&db, &mut client, &slot, identity).await;
 }
