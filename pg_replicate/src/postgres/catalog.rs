@@ -314,14 +314,19 @@ pub struct SlotInfo {
     pub active_pid: Option<i32>,
     /// Position up to which changes were confirmed.
     pub confirmed_flush: Option<Lsn>,
+    /// `pg_replication_slots.wal_status` (Postgres 13+): `reserved`,
+    /// `extended`, `unreserved` or `lost`.
+    pub wal_status: Option<String>,
 }
 
 /// Reads a replication slot, `None` when it does not exist.
 pub async fn slot(client: &Client, name: &str) -> Result<Option<SlotInfo>> {
+    // Through to_jsonb, columns a server version lacks read as NULL.
     let rows = client
         .query(
-            "SELECT plugin::text, database::text, active_pid, confirmed_flush_lsn::text \
-             FROM pg_replication_slots WHERE slot_name = $1",
+            "SELECT plugin::text, database::text, active_pid, confirmed_flush_lsn::text, \
+                    to_jsonb(s) ->> 'wal_status' \
+             FROM pg_replication_slots s WHERE slot_name = $1",
             &[&name],
         )
         .await
@@ -331,5 +336,53 @@ pub async fn slot(client: &Client, name: &str) -> Result<Option<SlotInfo>> {
         database: r.get(1),
         active_pid: r.get(2),
         confirmed_flush: r.get::<_, Option<String>>(3).and_then(|s| s.parse().ok()),
+        wal_status: r.get(4),
+    }))
+}
+
+/// How much WAL a replication slot holds back, for monitoring: a slot
+/// whose consumer stops or falls behind keeps WAL on the server's disk
+/// until it catches up, or until `max_slot_wal_keep_size` invalidates it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotHealth {
+    /// A process streams from the slot.
+    pub active: bool,
+    /// Bytes of WAL the server keeps for the slot (from its `restart_lsn`
+    /// to the current WAL position).
+    pub retained_bytes: Option<u64>,
+    /// Bytes of WAL written since the slot's confirmed position: how far
+    /// the sink's stored data lags the server.
+    pub unconfirmed_bytes: Option<u64>,
+    /// `wal_status` (Postgres 13+): `reserved` and `extended` are safe,
+    /// `unreserved` means the WAL is about to be removed, `lost` that the
+    /// slot is invalidated and can no longer be streamed from.
+    pub wal_status: Option<String>,
+    /// Bytes that can still be written before the slot is invalidated
+    /// (`safe_wal_size`, Postgres 13+); `None` without a
+    /// `max_slot_wal_keep_size` limit.
+    pub safe_wal_bytes: Option<i64>,
+}
+
+/// Reads how much WAL replication slot `name` holds back; `None` when it
+/// does not exist. Runs on the primary (a standby has no current WAL
+/// position to measure against).
+pub async fn slot_health(client: &Client, name: &str) -> Result<Option<SlotHealth>> {
+    let rows = client
+        .query(
+            "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, \
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, \
+                    to_jsonb(s) ->> 'wal_status', (to_jsonb(s) ->> 'safe_wal_size')::bigint \
+             FROM pg_replication_slots s WHERE slot_name = $1",
+            &[&name],
+        )
+        .await
+        .map_err(|e| query_error("read pg_replication_slots", e))?;
+    let bytes = |v: Option<i64>| v.map(|v| v.max(0) as u64);
+    Ok(rows.first().map(|r| SlotHealth {
+        active: r.get(0),
+        retained_bytes: bytes(r.get(1)),
+        unconfirmed_bytes: bytes(r.get(2)),
+        wal_status: r.get(3),
+        safe_wal_bytes: r.get(4),
     }))
 }

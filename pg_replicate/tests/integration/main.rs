@@ -101,6 +101,8 @@ mod pipeline;
 mod reliability;
 mod replication_connection;
 mod scale;
+#[cfg(feature = "duckdb")]
+mod slot_safety;
 #[cfg(feature = "snowflake")]
 mod snowflake;
 #[cfg(feature = "snowflake")]

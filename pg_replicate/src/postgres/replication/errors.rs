@@ -199,6 +199,25 @@ fn classify(err: &ServerError, phase: Phase, info: &ConnInfo) -> (ErrorKind, Str
             "logical decoding is not enabled on the server".to_owned(),
             "set `wal_level = logical` in postgresql.conf and restart the server",
         ),
+        "55000" if msg.contains("can no longer get changes")
+            || msg.contains("cannot read from logical replication slot")
+            || msg.contains("invalidated") =>
+        {
+            (
+            ErrorKind::SourceSetup,
+            "the replication slot was invalidated: Postgres removed WAL it still needed".to_owned(),
+            "drop it with `SELECT pg_drop_replication_slot('<name>')` and replicate into a fresh \
+             sink (or clear the sink's state) with a backfill; raise max_slot_wal_keep_size so a \
+             lagging slot is not invalidated again",
+            )
+        }
+        "58P01" if msg.contains("wal segment") => (
+            ErrorKind::SourceSetup,
+            "WAL the replication slot needs was already removed".to_owned(),
+            "the slot cannot be streamed from any more: drop it with \
+             `SELECT pg_drop_replication_slot('<name>')` and replicate into a fresh sink (or clear \
+             the sink's state) with a backfill",
+        ),
         "55000" => (
             ErrorKind::SourceSetup,
             "the server is not in a state that allows this command".to_owned(),
@@ -455,6 +474,29 @@ mod tests {
             &info(),
         );
         assert!(e.message().contains("wal_level = logical"));
+
+        let e = map_server_error(
+            &server(
+                "55000",
+                "can no longer get changes from replication slot \"s\"",
+            ),
+            Phase::Stream,
+            &info(),
+        );
+        assert_eq!(e.kind(), ErrorKind::SourceSetup);
+        assert!(!e.is_retryable());
+        assert!(e.message().contains("pg_drop_replication_slot"), "{e}");
+
+        let e = map_server_error(
+            &server(
+                "58P01",
+                "requested WAL segment 000000010000000000000003 has already been removed",
+            ),
+            Phase::Stream,
+            &info(),
+        );
+        assert_eq!(e.kind(), ErrorKind::SourceSetup);
+        assert!(e.message().contains("backfill"), "{e}");
 
         let e = map_server_error(&server("42601", "syntax error"), Phase::Query, &info());
         assert_eq!(e.kind(), ErrorKind::SourceSetup);

@@ -372,6 +372,20 @@ fn check_slot(slot: &str, info: &catalog::SlotInfo, dbname: &str) -> Result<()> 
             ),
         ));
     }
+    if info.wal_status.as_deref() == Some("lost") {
+        return Err(Error::new(
+            ErrorKind::SourceSetup,
+            format!(
+                "replication slot `{slot}` was invalidated (wal_status lost): it fell further behind \
+                 than max_slot_wal_keep_size allows and Postgres removed WAL it still needed, so the \
+                 changes after LSN {} are gone. Drop it (SELECT pg_drop_replication_slot('{slot}')) and \
+                 replicate into a fresh sink (or clear this sink's state) with a backfill; to prevent \
+                 it, raise max_slot_wal_keep_size or watch the slot's retained WAL (slot_health)",
+                info.confirmed_flush
+                    .map_or_else(|| "its confirmed position".to_owned(), |lsn| lsn.to_string())
+            ),
+        ));
+    }
     if let Some(pid) = info.active_pid {
         return Err(Error::new(
             ErrorKind::SourceSetup,
