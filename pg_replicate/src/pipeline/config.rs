@@ -89,13 +89,15 @@ impl BatchConfig {
 }
 
 /// How the pipeline rides through a lost change stream (a Postgres restart,
-/// a network fault): it reconnects after a pause that doubles from
-/// `initial_backoff` up to `max_backoff` (each with up to 25 % random
-/// jitter, so many pipelines do not reconnect in step), and resumes from
-/// what the sink stored. It gives up, returning the last error, when the
-/// stream has failed without delivering anything for `give_up_after`.
-/// Permanent errors (authentication, a missing publication or slot,
-/// `wal_level`, permissions) stop the pipeline at once.
+/// a network fault) or a sink that fails for a while (retryable errors,
+/// [`Error::is_retryable`](crate::Error::is_retryable)): it starts again
+/// after a pause that doubles from `initial_backoff` up to `max_backoff`
+/// (each with up to 25 % random jitter, so many pipelines do not retry in
+/// step), and resumes from what the sink stored. It gives up, returning
+/// the last error, when it has failed without delivering anything for
+/// `give_up_after`. Permanent errors (authentication, a missing
+/// publication or slot, `wal_level`, permissions, a sink's configuration
+/// or a value it cannot hold) stop the pipeline at once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryConfig {
     /// First pause before reconnecting.

@@ -72,8 +72,8 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
         }
     }
 
-    /// Sets how the pipeline reconnects after the source fails, during the
-    /// backfill or while streaming ([`RetryConfig`]).
+    /// Sets how the pipeline starts again after the source or the sink
+    /// fails, during the backfill or while streaming ([`RetryConfig`]).
     pub fn with_retry_config(mut self, retry: RetryConfig) -> Self {
         self.retry = retry;
         self
@@ -127,26 +127,31 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
                     info!("cancelled during backfill");
                     return Ok(report);
                 }
-                let rows = match self.copy_table(&table).await {
-                    Ok(Some(rows)) => rows,
+                let copied = match self.copy_table(&table).await {
+                    Ok(Some(rows)) => self
+                        .sink
+                        .end_table_copy(&table, plan.snapshot_lsn)
+                        .await
+                        .map(|()| rows)
+                        .map_err(StreamFailure::Sink),
                     Ok(None) => {
                         info!(table = %table.name, "cancelled during backfill; the table will be copied again");
                         return Ok(report);
                     }
-                    Err(StreamFailure::Sink(error)) => return Err(error),
-                    Err(StreamFailure::Source(error)) => {
-                        match self.recover(error, self.action, &mut outage).await? {
-                            Some((recovered_state, recovered_plan)) => {
-                                state = recovered_state;
-                                plan = recovered_plan;
-                                next = 0;
-                                continue;
-                            }
-                            None => return Ok(report),
-                        }
-                    }
+                    Err(failure) => Err(failure),
                 };
-                self.sink.end_table_copy(&table, plan.snapshot_lsn).await?;
+                let rows = match copied {
+                    Ok(rows) => rows,
+                    Err(failure) => match self.recover(failure, self.action, &mut outage).await? {
+                        Some((recovered_state, recovered_plan)) => {
+                            state = recovered_state;
+                            plan = recovered_plan;
+                            next = 0;
+                            continue;
+                        }
+                        None => return Ok(report),
+                    },
+                };
                 state.copied_tables.insert(table.id, plan.snapshot_lsn);
                 report.tables_copied += 1;
                 report.rows_copied += rows;
@@ -164,17 +169,16 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
         // network fault) reconnects and resumes from what the sink stored.
         loop {
             let batches_before = report.cdc_batches;
-            let error = match self.stream_changes(&state, &mut report).await {
+            let failure = match self.stream_changes(&state, &mut report).await {
                 Ok(()) => return Ok(report),
-                Err(StreamFailure::Sink(error)) => return Err(error),
-                Err(StreamFailure::Source(error)) => error,
+                Err(failure) => failure,
             };
             if report.cdc_batches > batches_before {
                 // It delivered since the last failure: a new outage.
                 outage = Outage::default();
             }
             match self
-                .recover(error, PipelineAction::CdcOnly, &mut outage)
+                .recover(failure, PipelineAction::CdcOnly, &mut outage)
                 .await?
             {
                 Some((recovered_state, _)) => state = recovered_state,
@@ -183,41 +187,59 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
         }
     }
 
-    /// After a failure of the source: unless it is permanent or the outage
-    /// has lasted `give_up_after`, pauses (with backoff), reads what the
-    /// sink stored and prepares the source again for `action`, until that
-    /// works. `None` when cancelled meanwhile.
+    /// After a failure of the source or the sink: unless it is permanent
+    /// or the outage has lasted `give_up_after`, pauses (with backoff),
+    /// reads what the sink stored and prepares the source again for
+    /// `action`, until that works. `None` when cancelled meanwhile.
+    ///
+    /// The stream starts again from what the sink stored, so a batch the
+    /// sink failed to store is sent again; a copy the sink failed is copied
+    /// again in a new snapshot.
     async fn recover(
         &mut self,
-        mut error: Error,
+        failure: StreamFailure,
         action: PipelineAction,
         outage: &mut Outage,
     ) -> Result<Option<(ResumptionState, crate::sources::SourcePlan)>> {
         let since = *outage.since.get_or_insert_with(Instant::now);
+        let (mut error, mut side) = match failure {
+            StreamFailure::Source(error) => (error, "source"),
+            StreamFailure::Sink(error) => (error, "sink"),
+        };
         loop {
             if !error.is_retryable() || since.elapsed() >= self.retry.give_up_after {
                 return Err(error);
             }
             let pause = self.retry.backoff(outage.attempt, jitter());
             outage.attempt = outage.attempt.saturating_add(1);
-            warn!(error = %error, attempt = outage.attempt, pause_ms = pause.as_millis() as u64, "the source failed; reconnecting");
+            warn!(error = %error, side, attempt = outage.attempt, pause_ms = pause.as_millis() as u64, "the {side} failed; retrying");
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => return Ok(None),
                 _ = tokio::time::sleep(pause) => {}
             }
-            let state = self.sink.resumption_state().await?;
-            match self.source.prepare(action, &state).await {
-                Ok(plan) => {
-                    // Columns changed during the outage arrive in no
-                    // Relation message: bring the sink to the catalog's
-                    // schemas now.
-                    self.sink.write_table_schemas(&plan.tables).await?;
-                    info!(attempt = outage.attempt, "reconnected to the source");
-                    return Ok(Some((state, plan)));
+            let state = match self.sink.resumption_state().await {
+                Ok(state) => state,
+                Err(next) => {
+                    (error, side) = (next, "sink");
+                    continue;
                 }
-                Err(next) => error = next,
+            };
+            let plan = match self.source.prepare(action, &state).await {
+                Ok(plan) => plan,
+                Err(next) => {
+                    (error, side) = (next, "source");
+                    continue;
+                }
+            };
+            // Columns changed during the outage arrive in no Relation
+            // message: bring the sink to the catalog's schemas now.
+            if let Err(next) = self.sink.write_table_schemas(&plan.tables).await {
+                (error, side) = (next, "sink");
+                continue;
             }
+            info!(attempt = outage.attempt, "recovered; going on");
+            return Ok(Some((state, plan)));
         }
     }
 

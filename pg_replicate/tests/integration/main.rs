@@ -102,6 +102,8 @@ mod reliability;
 mod replication_connection;
 mod scale;
 #[cfg(feature = "duckdb")]
+mod sink_faults;
+#[cfg(feature = "duckdb")]
 mod slot_safety;
 #[cfg(feature = "snowflake")]
 mod snowflake;

@@ -193,8 +193,9 @@ impl Sink for MemorySink {
 
     async fn end_table_copy(&mut self, table: &Arc<TableSchema>, snapshot_lsn: Lsn) -> Result<()> {
         if self.fail_copy_of.as_deref() == Some(table.name.to_string().as_str()) {
+            // Permanent, so the pipeline stops here as a crash would.
             return Err(Error::new(
-                ErrorKind::Sink,
+                ErrorKind::Config,
                 "simulated crash at the end of a copy",
             ));
         }

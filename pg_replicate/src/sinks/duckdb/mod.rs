@@ -7,7 +7,7 @@
 //! `INSERT … SELECT` over an Arrow stream (history tables: DuckDB's Arrow
 //! appender), and applies every CDC batch in **one DuckDB transaction** that also
 //! records the batch's end LSN. The tables copied and the last applied LSN
-//! live in the schema `_pg_replicate` of the same file ([`state`]), written
+//! live in the schema `_pg_replicate` of the same file (`state`), written
 //! in the same transactions as the data they describe: a process killed at
 //! any moment restarts from exactly what was committed, and the LSN the
 //! pipeline confirms to Postgres is never ahead of it.

@@ -85,6 +85,9 @@ pub struct PostgresCdcStream {
     /// When the server last sent anything (data or keepalive).
     last_heard: Instant,
 
+    /// Dropped with the stream, which ends it.
+    _heartbeat: Option<super::heartbeat::Heartbeat>,
+
     /// Streamed transactions not yet committed, by top-level xid.
     spools: HashMap<u32, Spool>,
     spool_limits: SpoolLimits,
@@ -135,6 +138,7 @@ impl PostgresCdcStream {
             empty_end: start,
             last_status: Instant::now(),
             last_heard: Instant::now(),
+            _heartbeat: None,
             spools: HashMap::new(),
             spool_limits: SpoolLimits {
                 dir: batch.spill_dir.clone().unwrap_or_else(std::env::temp_dir),
@@ -147,6 +151,11 @@ impl PostgresCdcStream {
             durable_sender,
             batch,
         }
+    }
+
+    pub(crate) fn with_heartbeat(mut self, heartbeat: Option<super::heartbeat::Heartbeat>) -> Self {
+        self._heartbeat = heartbeat;
+        self
     }
 
     fn batch_full(&self) -> bool {

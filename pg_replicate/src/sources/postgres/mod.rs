@@ -13,11 +13,13 @@ mod change_batch;
 mod copy;
 mod copy_plan;
 mod copy_pool;
+mod heartbeat;
 mod relations;
 mod spool;
 
 pub use cdc::PostgresCdcStream;
 pub use copy_pool::PostgresTableCopy;
+pub use heartbeat::HEARTBEAT_PREFIX;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -67,6 +69,7 @@ pub struct PostgresSource {
     copy_connections: usize,
     copy_pool: Option<CopyPool>,
     array_form: ArrayForm,
+    heartbeat: Option<std::time::Duration>,
 }
 
 impl PostgresSource {
@@ -106,6 +109,7 @@ impl PostgresSource {
             copy_connections: default_copy_connections(),
             copy_pool: None,
             array_form: ArrayForm::default(),
+            heartbeat: None,
         }
     }
 
@@ -125,6 +129,17 @@ impl PostgresSource {
     /// over (recopy).
     pub fn with_array_form(mut self, form: ArrayForm) -> Self {
         self.array_form = form;
+        self
+    }
+
+    /// While streaming, writes a heartbeat (a non-transactional logical
+    /// decoding message with prefix [`HEARTBEAT_PREFIX`], through a
+    /// connection of its own) every `every`, so the slot moves on and keeps
+    /// no WAL back even when the database writes nothing the publication
+    /// carries. Off by default; the user needs EXECUTE on
+    /// `pg_logical_emit_message` (superusers have it).
+    pub fn with_heartbeat(mut self, every: std::time::Duration) -> Self {
+        self.heartbeat = Some(every.max(std::time::Duration::from_millis(100)));
         self
     }
 
@@ -534,6 +549,9 @@ impl Source for PostgresSource {
             .await?;
         let position = start.max(self.slot_confirmed.unwrap_or(Lsn::ZERO));
         info!(slot, publication, start = %position, protocol, "streaming changes");
+        let heartbeat = self
+            .heartbeat
+            .map(|every| heartbeat::Heartbeat::start(self.connection.clone(), every));
         Ok(PostgresCdcStream::new(
             stream,
             query,
@@ -544,6 +562,7 @@ impl Source for PostgresSource {
             batch.clone(),
             cancel,
             self.array_form,
-        ))
+        )
+        .with_heartbeat(heartbeat))
     }
 }
