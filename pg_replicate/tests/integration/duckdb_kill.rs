@@ -203,23 +203,85 @@ fn duckdb_rows(file: &Path, table: &str) -> Vec<Value> {
     rows
 }
 
+/// Runs the pipeline until it stored everything written so far, then
+/// checks every table equals Postgres and the slot is not confirmed past
+/// the stored position; `context` says where in the test this is.
+async fn catch_up_and_compare(
+    db: &TestDb,
+    publication: &str,
+    slot: &str,
+    file: &Path,
+    context: &str,
+) {
+    // The insert position, not the write position: the test cluster runs
+    // with synchronous_commit off.
+    let client = db.client().await;
+    let target: String = client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut child = spawn_child(db, publication, slot, file, Some(target.parse().unwrap()));
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(
+                status.success(),
+                "the catching-up run failed ({context}): {status}"
+            );
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the catching-up run did not catch up within 120 s ({context})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for table in TABLES {
+        let expected = pg_rows(db, table).await;
+        let actual = duckdb_rows(file, table);
+        assert_eq!(
+            expected.len(),
+            actual.len(),
+            "row count of {table} ({context})"
+        );
+        assert!(
+            expected == actual,
+            "{table} differs from Postgres ({context})"
+        );
+    }
+    let identity = format!("{publication}/{slot}");
+    let confirmed = confirmed_flush(db, slot).await.unwrap();
+    let stored = stored_lsn(file, &identity).await.unwrap();
+    assert!(
+        confirmed <= stored,
+        "slot confirmed {confirmed}, DuckDB stored {stored} ({context})"
+    );
+}
+
+/// The tables of the kill tests, `big_rows` rows in `big`.
+async fn create_tables(db: &TestDb, publication: &str, big_rows: u64) {
+    db.execute(&format!(
+        "CREATE TABLE big (id bigint PRIMARY KEY, v text, n int, amount numeric(12,2));
+         CREATE TABLE small (id int PRIMARY KEY, v bigint);
+         CREATE TABLE keyless (tag text, n bigint);
+         ALTER TABLE keyless REPLICA IDENTITY FULL;
+         INSERT INTO big SELECT g, 'row ' || g, g % 97, g / 7.0 FROM generate_series(1, {big_rows}) g;
+         INSERT INTO small SELECT g, g FROM generate_series(0, 49) g;
+         INSERT INTO keyless VALUES ('a', 1), ('a', 1), ('b', 2);
+         CREATE PUBLICATION {publication} FOR TABLE big, small, keyless;"
+    ))
+    .await;
+}
+
 #[tokio::test]
 async fn killed_at_any_point_resumes_exactly_once() {
     let db = fresh_database("duckdb_kill").await;
     let publication = db.unique_name("pub");
     let slot = db.unique_name("slot");
     let identity = format!("{publication}/{slot}");
-    db.execute(&format!(
-        "CREATE TABLE big (id bigint PRIMARY KEY, v text, n int, amount numeric(12,2));
-         CREATE TABLE small (id int PRIMARY KEY, v bigint);
-         CREATE TABLE keyless (tag text, n bigint);
-         ALTER TABLE keyless REPLICA IDENTITY FULL;
-         INSERT INTO big SELECT g, 'row ' || g, g % 97, g / 7.0 FROM generate_series(1, 300000) g;
-         INSERT INTO small SELECT g, g FROM generate_series(0, 49) g;
-         INSERT INTO keyless VALUES ('a', 1), ('a', 1), ('b', 2);
-         CREATE PUBLICATION {publication} FOR TABLE big, small, keyless;"
-    ))
-    .await;
+    create_tables(&db, &publication, 300_000).await;
     let dir = std::env::temp_dir().join(format!("pgr_kill_{}", db.name()));
     std::fs::create_dir_all(&dir).unwrap();
     let file: PathBuf = dir.join("replica.duckdb");
@@ -248,44 +310,92 @@ async fn killed_at_any_point_resumes_exactly_once() {
         }
     }
 
-    // The final run catches up and stops by itself. The insert position, not
-    // the write position: the test cluster runs with synchronous_commit off.
-    let client = db.client().await;
-    let target: String = client
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let mut child = spawn_child(
+    catch_up_and_compare(
         &db,
         &publication,
         &slot,
         &file,
-        Some(target.parse().unwrap()),
-    );
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "final run failed: {status}");
-            break;
+        &format!("{round} rounds of changes"),
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// xorshift64: the trials' random choices, replayable from the seed.
+struct Trials(u64);
+
+impl Trials {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Seeded random `kill -9` trials: each kills the replicating process at a
+/// random moment — in the backfill of a replica started over (a third of
+/// them), else while changes stream — then lets a run catch up and checks
+/// every table equals Postgres. `PGR_KILL_TRIALS` trials (default 4; the
+/// longer run in docs/testing.md uses 100), from `PGR_KILL_SEED` (default
+/// the clock; printed, so a failure can be replayed).
+#[tokio::test]
+async fn seeded_random_kill_trials_end_equal_to_postgres() {
+    let trials: u32 = std::env::var("PGR_KILL_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let seed: u64 = std::env::var("PGR_KILL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("kill trials: {trials}, seed {seed} (PGR_KILL_SEED={seed} replays them)");
+    let mut random = Trials(seed | 1);
+    let db = fresh_database("duckdb_kill_trials").await;
+    let publication = db.unique_name("pub");
+    let slot = db.unique_name("slot");
+    create_tables(&db, &publication, 60_000).await;
+    let dir = std::env::temp_dir().join(format!("pgr_kill_{}", db.name()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file: PathBuf = dir.join("replica.duckdb");
+    let client = db.client().await;
+    let mut round = 0;
+    let mut passed = 0;
+    for trial in 1..=trials {
+        let fresh = trial == 1 || random.below(3) == 0;
+        if fresh {
+            wait_slot_inactive(&db, &slot).await;
+            client
+                .execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&slot],
+                )
+                .await
+                .unwrap();
+            let _ = std::fs::remove_file(&file);
+            let _ = std::fs::remove_file(file.with_extension("duckdb.wal"));
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "final run did not catch up"
+        let wait_ms = 50 + random.below(2500);
+        let context = format!(
+            "trial {trial} of {trials}, seed {seed}: killed {wait_ms} ms into a {} run",
+            if fresh { "fresh" } else { "resumed" }
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut child = spawn_child(&db, &publication, &slot, &file, None);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(wait_ms) {
+            write_changes(&db, round).await;
+            round += 1;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        wait_slot_inactive(&db, &slot).await;
+        catch_up_and_compare(&db, &publication, &slot, &file, &context).await;
+        passed += 1;
     }
-    for table in TABLES {
-        let expected = pg_rows(&db, table).await;
-        let actual = duckdb_rows(&file, table);
-        assert_eq!(expected.len(), actual.len(), "row count of {table}");
-        assert!(
-            expected == actual,
-            "{table} differs from Postgres after {round} rounds of changes"
-        );
-    }
-    let confirmed = confirmed_flush(&db, &slot).await.unwrap();
-    let stored = stored_lsn(&file, &identity).await.unwrap();
-    assert!(confirmed <= stored);
+    eprintln!("kill trials: {passed} of {trials} passed (seed {seed}, {round} rounds of changes)");
     let _ = std::fs::remove_dir_all(&dir);
 }
