@@ -377,9 +377,32 @@ async fn a_cut_and_a_stalled_connection_are_replaced_during_cdc() {
 /// copied; the pipeline copies what was not finished again and streams on.
 #[tokio::test]
 async fn a_backfill_cut_midway_copies_the_unfinished_tables_again() {
+    backfill_fault("proxy_backfill", crate::fault_proxy::FaultProxy::cut, true).await;
+}
+
+/// A backfill whose connections stall midway (open, silent) is found by
+/// the copy's silence limit and copied again in a new snapshot.
+#[tokio::test]
+async fn a_backfill_stalled_midway_copies_the_unfinished_tables_again() {
+    backfill_fault(
+        "proxy_backfill_stall",
+        crate::fault_proxy::FaultProxy::stall_existing,
+        false,
+    )
+    .await;
+}
+
+/// Starts a backfill through the proxy, applies `fault` while the big
+/// table's rows are being copied, and checks DuckDB ends equal to Postgres
+/// (with a row streamed after the backfill when `stream_after`).
+async fn backfill_fault(
+    name: &str,
+    fault: fn(&crate::fault_proxy::FaultProxy),
+    stream_after: bool,
+) {
     use crate::duckdb_common::{columns, copied_tables, wait_copied, wait_duck_converged};
 
-    let db = crate::support::fresh_database("proxy_backfill").await;
+    let db = crate::support::fresh_database(name).await;
     let publication = db.unique_name("pub");
     let slot = db.unique_name("slot");
     db.execute(&format!(
@@ -422,82 +445,16 @@ async fn a_backfill_cut_midway_copies_the_unfinished_tables_again() {
     }
     assert!(
         copied_tables(&reader) < 2,
-        "the backfill ended before the cut; make the table bigger"
+        "the backfill ended before the fault; make the table bigger"
     );
-    proxy.cut();
+    fault(&proxy);
     db.execute("UPDATE big SET v = 'changed during the backfill' WHERE id % 1000 = 0")
         .await;
-    wait_copied(&reader, 2).await;
-    db.execute("INSERT INTO small VALUES (11, 'streamed')")
-        .await;
-    let cols = columns(&[("id", "int4"), ("v", "text")]);
-    wait_duck_converged(
-        &db,
-        &reader,
-        &[
-            ("small", "public.small", &cols),
-            ("big", "public.big", &cols),
-        ],
-    )
-    .await;
-    assert!(
-        !running.handle.is_finished(),
-        "the pipeline stopped on the cut"
-    );
-    running.stop().await.expect("the pipeline stops cleanly");
-}
-
-/// A backfill whose connections stall midway (open, silent) is found by
-/// the copy's silence limit and copied again in a new snapshot.
-#[tokio::test]
-async fn a_backfill_stalled_midway_copies_the_unfinished_tables_again() {
-    use crate::duckdb_common::{columns, copied_tables, wait_duck_converged};
-
-    let db = crate::support::fresh_database("proxy_backfill_stall").await;
-    let publication = db.unique_name("pub");
-    let slot = db.unique_name("slot");
-    db.execute(&format!(
-        "CREATE TABLE small (id int PRIMARY KEY, v text);
-         INSERT INTO small SELECT g, 's' FROM generate_series(1, 10) g;
-         CREATE TABLE big (id int PRIMARY KEY, v text);
-         INSERT INTO big SELECT g, repeat('b', 50) FROM generate_series(1, 300000) g;
-         CREATE PUBLICATION {publication} FOR TABLE small, big;"
-    ))
-    .await;
-    let Proxied {
-        proxy,
-        running,
-        reader,
-        _dir,
-    } = start_proxied(&db, &publication, &slot, 1).await;
-    let client = db.client().await;
-    let start = Instant::now();
-    loop {
-        let copied: Option<i64> = client
-            .query_one(
-                "SELECT max(tuples_processed) FROM pg_stat_progress_copy \
-                 WHERE datname = current_database()",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if copied.is_some_and(|n| n >= 1000) {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the copy of big did not start within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    if stream_after {
+        wait_copied(&reader, 2).await;
+        db.execute("INSERT INTO small VALUES (11, 'streamed')")
+            .await;
     }
-    assert!(
-        copied_tables(&reader) < 2,
-        "the backfill ended before the stall; make the table bigger"
-    );
-    proxy.stall_existing();
-    db.execute("UPDATE big SET v = 'changed during the backfill' WHERE id % 1000 = 0")
-        .await;
     let cols = columns(&[("id", "int4"), ("v", "text")]);
     wait_duck_converged(
         &db,
@@ -510,7 +467,7 @@ async fn a_backfill_stalled_midway_copies_the_unfinished_tables_again() {
     .await;
     assert!(
         !running.handle.is_finished(),
-        "the pipeline stopped on the stall"
+        "the pipeline stopped on the fault"
     );
     running.stop().await.expect("the pipeline stops cleanly");
 }
