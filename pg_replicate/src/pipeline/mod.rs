@@ -329,13 +329,16 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
         let mut last = None;
         while let Some(batch) = received.recv().await {
             let batch = batch.map_err(StreamFailure::Source)?;
-            report.cdc_batches += 1;
-            report.transactions += batch.transactions;
+            let transactions = batch.transactions;
             let stored = self
                 .sink
                 .write_cdc_batch(batch)
                 .await
                 .map_err(StreamFailure::Sink)?;
+            // Counted once stored: a batch the sink keeps failing is no
+            // progress, so the outage runs on to `give_up_after`.
+            report.cdc_batches += 1;
+            report.transactions += transactions;
             // The stream confirms it to the source at once, even when idle.
             durable.send_replace(stored);
             last = Some(stored);
