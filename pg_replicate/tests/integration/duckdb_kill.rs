@@ -203,6 +203,28 @@ fn duckdb_rows(file: &Path, table: &str) -> Vec<Value> {
     rows
 }
 
+/// Runs the replicating process for `wait_ms` while changes keep coming
+/// (from round `round` on), then kills it (`kill -9`) and waits until its
+/// slot is free.
+async fn run_and_kill(
+    db: &TestDb,
+    publication: &str,
+    slot: &str,
+    file: &Path,
+    wait_ms: u64,
+    round: &mut u64,
+) {
+    let mut child = spawn_child(db, publication, slot, file, None);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(wait_ms) {
+        write_changes(db, *round).await;
+        *round += 1;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_slot_inactive(db, slot).await;
+}
+
 /// Runs the pipeline until it stored everything written so far, then
 /// checks every table equals Postgres and the slot is not confirmed past
 /// the stored position; `context` says where in the test this is.
@@ -290,15 +312,7 @@ async fn killed_at_any_point_resumes_exactly_once() {
     // several during CDC while changes keep coming.
     let mut round = 0;
     for wait_ms in [150u64, 600, 1500, 900, 2500, 400] {
-        let mut child = spawn_child(&db, &publication, &slot, &file, None);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_millis(wait_ms) {
-            write_changes(&db, round).await;
-            round += 1;
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        wait_slot_inactive(&db, &slot).await;
+        run_and_kill(&db, &publication, &slot, &file, wait_ms, &mut round).await;
         if let (Some(confirmed), Some(stored)) = (
             confirmed_flush(&db, &slot).await,
             stored_lsn(&file, &identity).await,
@@ -384,15 +398,7 @@ async fn seeded_random_kill_trials_end_equal_to_postgres() {
             "trial {trial} of {trials}, seed {seed}: killed {wait_ms} ms into a {} run",
             if fresh { "fresh" } else { "resumed" }
         );
-        let mut child = spawn_child(&db, &publication, &slot, &file, None);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_millis(wait_ms) {
-            write_changes(&db, round).await;
-            round += 1;
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        wait_slot_inactive(&db, &slot).await;
+        run_and_kill(&db, &publication, &slot, &file, wait_ms, &mut round).await;
         catch_up_and_compare(&db, &publication, &slot, &file, &context).await;
         passed += 1;
     }

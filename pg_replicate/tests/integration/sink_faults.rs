@@ -13,7 +13,7 @@ use std::time::Duration;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use pg_replicate::pipeline::{DataPipeline, PipelineAction, RetryConfig};
-use pg_replicate::sinks::duckdb::DuckDbSink;
+use pg_replicate::sinks::duckdb::{DuckDbReader, DuckDbSink};
 use pg_replicate::sinks::Sink;
 use pg_replicate::sources::postgres::PostgresSource;
 use pg_replicate::types::change::{CdcBatch, ResumptionState};
@@ -97,7 +97,20 @@ impl Sink for FaultySink {
     }
 }
 
-async fn setup(name: &str) -> (TestDb, String, String) {
+/// A pipeline into a DuckDB sink that fails on command.
+struct Faulty {
+    db: TestDb,
+    slot: String,
+    _dir: DuckDir,
+    reader: DuckDbReader,
+    faults: Arc<Faults>,
+    running: Running,
+}
+
+/// Creates table `t` (5,000 rows) and its publication, and starts the
+/// pipeline into a faulty sink whose first `copy_failures` copy writes
+/// fail.
+async fn start_faulty(name: &str, copy_failures: u32) -> Faulty {
     let db = fresh_database(name).await;
     let (publication, slot) = (db.unique_name("pub"), db.unique_name("slot"));
     db.execute(&format!(
@@ -106,13 +119,18 @@ async fn setup(name: &str) -> (TestDb, String, String) {
          CREATE PUBLICATION {publication} FOR TABLE t"
     ))
     .await;
-    (db, publication, slot)
-}
-
-fn start(db: &TestDb, publication: &str, slot: &str, sink: FaultySink) -> Running {
+    let dir = DuckDir::new(&db);
+    let inner = DuckDbSink::open(config(&dir.file("r.duckdb"), &publication, &slot)).unwrap();
+    let reader = inner.reader().unwrap();
+    let faults = Arc::new(Faults::default());
+    faults.copy_rows.store(copy_failures, Ordering::SeqCst);
+    let sink = FaultySink {
+        inner,
+        faults: faults.clone(),
+    };
     let cancel = CancellationToken::new();
     let mut pipeline = DataPipeline::new(
-        PostgresSource::new(db.config(), publication, slot),
+        PostgresSource::new(db.config(), publication.as_str(), slot.as_str()),
         sink,
         PipelineAction::Both,
     )
@@ -124,26 +142,26 @@ fn start(db: &TestDb, publication: &str, slot: &str, sink: FaultySink) -> Runnin
     })
     .with_cancellation(cancel.clone());
     let handle = tokio::spawn(async move { pipeline.start().await });
-    Running { handle, cancel }
+    Faulty {
+        db,
+        slot,
+        _dir: dir,
+        reader,
+        faults,
+        running: Running { handle, cancel },
+    }
 }
 
 #[tokio::test]
 async fn transient_sink_failures_are_retried_with_nothing_lost_or_twice() {
-    let (db, publication, slot) = setup("sink_transient").await;
-    let dir = DuckDir::new(&db);
-    let inner = DuckDbSink::open(config(&dir.file("r.duckdb"), &publication, &slot)).unwrap();
-    let reader = inner.reader().unwrap();
-    let faults = Arc::new(Faults::default());
-    faults.copy_rows.store(2, Ordering::SeqCst);
-    let running = start(
-        &db,
-        &publication,
-        &slot,
-        FaultySink {
-            inner,
-            faults: faults.clone(),
-        },
-    );
+    let Faulty {
+        db,
+        slot,
+        _dir,
+        reader,
+        faults,
+        running,
+    } = start_faulty("sink_transient", 2).await;
     let cols = columns(&[("id", "bigint"), ("v", "text")]);
     let tables = [("t", "public.t", cols.as_slice())];
     wait_duck_converged(&db, &reader, &tables).await;
@@ -186,20 +204,14 @@ async fn transient_sink_failures_are_retried_with_nothing_lost_or_twice() {
 
 #[tokio::test]
 async fn a_permanent_sink_failure_stops_the_pipeline_with_its_error() {
-    let (db, publication, slot) = setup("sink_permanent").await;
-    let dir = DuckDir::new(&db);
-    let inner = DuckDbSink::open(config(&dir.file("r.duckdb"), &publication, &slot)).unwrap();
-    let reader = inner.reader().unwrap();
-    let faults = Arc::new(Faults::default());
-    let running = start(
-        &db,
-        &publication,
-        &slot,
-        FaultySink {
-            inner,
-            faults: faults.clone(),
-        },
-    );
+    let Faulty {
+        db,
+        slot,
+        _dir,
+        reader,
+        faults,
+        running,
+    } = start_faulty("sink_permanent", 0).await;
     let cols = columns(&[("id", "bigint"), ("v", "text")]);
     wait_duck_converged(&db, &reader, &[("t", "public.t", cols.as_slice())]).await;
     faults.permanent.store(true, Ordering::SeqCst);

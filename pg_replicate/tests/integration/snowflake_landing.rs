@@ -19,8 +19,8 @@ use pg_replicate::ErrorKind;
 
 use crate::common::{start_with, Running};
 use crate::snowflake_sink::{
-    assert_confirmed_not_ahead, both_sides, client, connection, insert_items, log_tail, rows,
-    stored_lsn, Kind, ITEMS,
+    assert_confirmed_not_ahead, both_sides, client, connection, copied_tables, insert_items,
+    log_tail, rows, stored_lsn, Kind, ITEMS,
 };
 use crate::support::{fresh_database, TestDb};
 
@@ -83,13 +83,7 @@ async fn land(
 async fn copied(client: &mut SnowflakeClient, running: Running) -> Running {
     let started = Instant::now();
     loop {
-        let copied = rows(
-            client,
-            "SELECT COUNT(*) FROM _PGR_COPIED WHERE SNAPSHOT_LSN IS NOT NULL",
-        )
-        .await
-        .ok()
-        .and_then(|r| r.first().and_then(|row| row[0].clone()));
+        let copied = copied_tables(client).await;
         if copied.as_deref() == Some("2") {
             return running;
         }

@@ -165,17 +165,23 @@ pub(crate) async fn rows(
     result.text_rows().map_err(|e| e.to_string())
 }
 
+/// How many tables are recorded as copied (as text; `None` before the
+/// state tables exist).
+pub(crate) async fn copied_tables(client: &mut SnowflakeClient) -> Option<String> {
+    rows(
+        client,
+        "SELECT COUNT(*) FROM _PGR_COPIED WHERE SNAPSHOT_LSN IS NOT NULL",
+    )
+    .await
+    .ok()
+    .and_then(|r| r.first().and_then(|row| row[0].clone()))
+}
+
 /// Waits (at most 60 s) until `n` tables are recorded as copied.
 pub(crate) async fn wait_copied(client: &mut SnowflakeClient, n: usize) {
     let started = Instant::now();
     loop {
-        let copied = rows(
-            client,
-            "SELECT COUNT(*) FROM _PGR_COPIED WHERE SNAPSHOT_LSN IS NOT NULL",
-        )
-        .await
-        .ok()
-        .and_then(|r| r.first().and_then(|row| row[0].clone()));
+        let copied = copied_tables(client).await;
         if copied.as_deref() == Some(&n.to_string()) {
             return;
         }

@@ -16,7 +16,7 @@ use super::apply::load_rows;
 use super::copy::Checked;
 use super::landing::landing_columns;
 use super::schema::{
-    batch_name, landing_name, literal, object_name, quote, target_name, task_name,
+    batch_name, landing_name, literal, object_name, quote, resolved_name, target_name, task_name,
 };
 use super::sink::SnowflakeSink;
 use super::sink_config::MergeMode;
@@ -35,16 +35,16 @@ const BOUND_LSN: &str = ":bound_lsn";
 const BOUND_SEQ: &str = ":bound_seq";
 
 impl SnowflakeSink {
-    /// The quoted landing schema; `None`: the target schema.
+    /// The landing schema (unquoted); `None`: the target schema.
     fn landing_schema(&self) -> Option<String> {
-        self.config.landing_schema.as_deref().map(object_name)
+        self.config.landing_schema.as_deref().map(resolved_name)
     }
 
     /// The landing table of `table` as the sink's statements name it.
     pub(super) fn landing_ref(&self, table: &TableName) -> String {
         let name = quote(&landing_name(table));
         match (self.config.merge.accumulates(), self.landing_schema()) {
-            (true, Some(schema)) => format!("{schema}.{name}"),
+            (true, Some(schema)) => format!("{}.{name}", quote(&schema)),
             _ => name,
         }
     }
@@ -63,14 +63,15 @@ impl SnowflakeSink {
     fn landing_prefix(&self) -> String {
         match self.landing_schema() {
             Some(schema) => format!(
-                "{}.{schema}.",
+                "{}.{}.",
                 object_name(
                     self.config
                         .connection
                         .database
                         .as_deref()
                         .unwrap_or_default()
-                )
+                ),
+                quote(&schema)
             ),
             None => self.target_prefix(),
         }
@@ -85,7 +86,7 @@ impl SnowflakeSink {
         if !self.landing_ready {
             if let Some(schema) = &schema {
                 self.execute(
-                    &format!("CREATE SCHEMA IF NOT EXISTS {schema}"),
+                    &format!("CREATE SCHEMA IF NOT EXISTS {}", quote(schema)),
                     &format!("create landing schema {schema}"),
                 )
                 .await?;
@@ -178,7 +179,7 @@ impl SnowflakeSink {
                 every_minutes,
                 warehouse: warehouse.as_deref(),
             };
-            let sql = create_task_sql(table, &task, &target, &landing, schedule)?;
+            let sql = create_task_sql(table, &task, &target, &landing, schedule);
             self.execute(&sql, &format!("create merge task {task}"))
                 .await?;
             self.execute(

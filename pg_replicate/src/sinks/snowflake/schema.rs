@@ -221,16 +221,16 @@ pub fn task_name(table: &TableName) -> String {
     format!("{RESERVED_PREFIX}MERGE_{}", target_name(table))
 }
 
-/// The quoted form of a database, schema or warehouse name as a user
-/// writes it in Snowflake: upper case when it needs no quotes there
-/// (`analytics` is `"ANALYTICS"`), as spelled inside double quotes.
-pub fn object_name(name: &str) -> String {
+/// The name Snowflake resolves a database, schema or warehouse name to,
+/// as a user writes it: upper case when it needs no quotes (`analytics`
+/// is `ANALYTICS`), as spelled inside double quotes.
+pub fn resolved_name(name: &str) -> String {
     if let Some(inner) = name
         .strip_prefix('"')
         .and_then(|rest| rest.strip_suffix('"'))
         .filter(|inner| !inner.is_empty())
     {
-        return quote(&inner.replace("\"\"", "\""));
+        return inner.replace("\"\"", "\"");
     }
     let bare = name
         .chars()
@@ -240,10 +240,15 @@ pub fn object_name(name: &str) -> String {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
     if bare {
-        quote(&name.to_ascii_uppercase())
+        name.to_ascii_uppercase()
     } else {
-        quote(name)
+        name.to_owned()
     }
+}
+
+/// [`resolved_name`], quoted for a statement.
+pub fn object_name(name: &str) -> String {
+    quote(&resolved_name(name))
 }
 
 /// The (unquoted) Snowflake name of a column.

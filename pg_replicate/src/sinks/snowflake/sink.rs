@@ -199,15 +199,15 @@ impl SnowflakeSink {
         Ok(copied)
     }
 
-    /// The columns of table `name` (unquoted) of `schema` (quoted; `None`:
-    /// the target schema); `None` when it does not exist.
+    /// The columns of table `name` of `schema` (both unquoted; `None`: the
+    /// target schema); `None` when it does not exist.
     pub(super) async fn existing_columns(
         &mut self,
         schema: Option<&str>,
         name: &str,
     ) -> Result<Option<Vec<ExistingColumn>>> {
         let schema = match schema {
-            Some(quoted) => literal(&unquote(quoted)),
+            Some(schema) => literal(schema),
             None => "CURRENT_SCHEMA()".to_owned(),
         };
         let sql = format!(
@@ -322,15 +322,6 @@ impl SnowflakeSink {
         }
         Ok(())
     }
-}
-
-/// The name inside a quoted identifier.
-fn unquote(quoted: &str) -> String {
-    quoted
-        .strip_prefix('"')
-        .and_then(|rest| rest.strip_suffix('"'))
-        .unwrap_or(quoted)
-        .replace("\"\"", "\"")
 }
 
 /// An integer cell of a state table.

@@ -23,7 +23,6 @@ use super::landing::{landing_columns, LSN, OP, SEQ};
 use super::merge::apply_sql;
 use super::schema::{column_name, quote, SnowflakeType};
 use crate::types::{Lsn, TableSchema};
-use crate::{Error, ErrorKind, Result};
 
 /// `_PGR_OP` of a truncate marker.
 pub const TRUNCATE_OP: u8 = 4;
@@ -117,34 +116,26 @@ pub struct Schedule<'a> {
 }
 
 /// `CREATE OR REPLACE TASK` of `task` (quoted, qualified) running the
-/// merge of `landing` into `target` (both qualified) on `schedule`.
+/// merge of `landing` into `target` (both qualified) on `schedule`. The
+/// table's names must not hold `$$` (checked when its landing table is
+/// prepared).
 pub fn create_task_sql(
     table: &TableSchema,
     task: &str,
     target: &str,
     landing: &str,
     schedule: Schedule<'_>,
-) -> Result<String> {
+) -> String {
     let bound = Bound {
         lsn: ":bound_lsn",
         seq: ":bound_seq",
     };
     let statements = merge_statements(table, target, landing, bound);
-    if statements.iter().any(|s| s.contains("$$")) {
-        return Err(Error::new(
-            ErrorKind::Config,
-            format!(
-                "the merge task of {} cannot be written: a name of the table contains \"$$\"; use \
-                 MergeMode::Inline",
-                table.name
-            ),
-        ));
-    }
     let warehouse = schedule
         .warehouse
         .map(|w| format!(" WAREHOUSE = {w}"))
         .unwrap_or_default();
-    Ok(format!(
+    format!(
         "CREATE OR REPLACE TASK {task}{warehouse} SCHEDULE = '{} MINUTE' AS EXECUTE IMMEDIATE $$\n\
          DECLARE\n  bound_lsn NUMBER;\n  bound_seq NUMBER;\n\
          BEGIN\n  SELECT MAX({LSN}) INTO :bound_lsn FROM {landing};\n\
@@ -152,7 +143,7 @@ pub fn create_task_sql(
          \x20 SELECT MAX({SEQ}) INTO :bound_seq FROM {landing} WHERE {LSN} = :bound_lsn;\n\
          \x20 BEGIN TRANSACTION;\n  {};\n  {};\n  {};\n  COMMIT;\n  RETURN 'merged';\nEND;\n$$",
         schedule.every_minutes, statements[0], statements[1], statements[2]
-    ))
+    )
 }
 
 /// `ALTER TASK … RESUME`: a task is created suspended.
@@ -203,8 +194,7 @@ mod tests {
             every_minutes: 5,
             warehouse: Some("\"WH\""),
         };
-        let task =
-            create_task_sql(&items, "\"L\".\"_PGR_MERGE_ITEMS\"", "T", "L", schedule).unwrap();
+        let task = create_task_sql(&items, "\"L\".\"_PGR_MERGE_ITEMS\"", "T", "L", schedule);
         assert!(task.starts_with(
             "CREATE OR REPLACE TASK \"L\".\"_PGR_MERGE_ITEMS\" WAREHOUSE = \"WH\" SCHEDULE = '5 MINUTE' AS \
              EXECUTE IMMEDIATE $$"
@@ -226,7 +216,7 @@ mod tests {
             every_minutes: 1,
             warehouse: None,
         };
-        let task = create_task_sql(&items, "K", "T", "L", serverless).unwrap();
+        let task = create_task_sql(&items, "K", "T", "L", serverless);
         assert!(task.starts_with("CREATE OR REPLACE TASK K SCHEDULE = '1 MINUTE' AS"));
     }
 
