@@ -60,6 +60,7 @@ impl DbArgs {
             password: self.db_password.clone(),
             ssl_mode: self.sslmode,
             ssl_root_cert: self.ssl_root_cert.clone(),
+            application_name: None,
         }
     }
 

@@ -12,7 +12,6 @@ use tokio_postgres::{Connection, NoTls, Socket};
 use super::replication::errors::{
     map_server_error, missing_password, tls_refused, ConnInfo, Phase, ServerError,
 };
-use super::replication::APPLICATION_NAME;
 use super::{session, tls, PgConnectionConfig, SslMode};
 use crate::{Error, ErrorKind, Result};
 
@@ -62,7 +61,7 @@ async fn connect_query_client_now(
         .user(&config.username)
         .dbname(&config.dbname)
         .options(session::options_string())
-        .application_name(APPLICATION_NAME);
+        .application_name(config.application_name());
     if let Some(password) = &config.password {
         pg.password(password.as_bytes());
     }

@@ -54,12 +54,24 @@ pub struct PgConnectionConfig {
     /// PEM file of root certificates trusted for `verify-full`; the bundled
     /// web roots are used when unset.
     pub ssl_root_cert: Option<PathBuf>,
+    /// `application_name` the server shows for these connections (in
+    /// `pg_stat_activity`); `pg_replicate` when unset. A
+    /// [`PostgresSource`](crate::sources::postgres::PostgresSource) adds a
+    /// tag of its own to it, to find its own sessions.
+    pub application_name: Option<String>,
 }
 
 impl PgConnectionConfig {
     /// Whether `host` names a Unix socket directory.
     pub fn is_unix_socket(&self) -> bool {
         self.host.starts_with('/')
+    }
+
+    /// The `application_name` sent to the server.
+    pub fn application_name(&self) -> &str {
+        self.application_name
+            .as_deref()
+            .unwrap_or(crate::postgres::replication::APPLICATION_NAME)
     }
 
     /// Path of the Unix socket file for this host directory and port.
@@ -136,6 +148,7 @@ impl PgConnectionConfig {
             password,
             ssl_mode: SslMode::default(),
             ssl_root_cert: None,
+            application_name: None,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -148,6 +161,7 @@ impl PgConnectionConfig {
                 "user" => config.username = value,
                 "password" => config.password = Some(value),
                 "dbname" => config.dbname = value,
+                "application_name" => config.application_name = Some(value),
                 _ => {}
             }
         }
@@ -196,6 +210,7 @@ impl fmt::Debug for PgConnectionConfig {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("ssl_mode", &self.ssl_mode)
             .field("ssl_root_cert", &self.ssl_root_cert)
+            .field("application_name", &self.application_name)
             .finish()
     }
 }
@@ -223,13 +238,18 @@ mod tests {
         assert_eq!((c.host.as_str(), c.port), ("::1", 5433));
 
         let c = PgConnectionConfig::from_url("postgres://localhost").unwrap();
+        assert_eq!(c.application_name(), "pg_replicate");
         assert_eq!(
             (c.username.as_str(), c.port, c.dbname.as_str()),
             ("postgres", 5432, "postgres")
         );
         assert_eq!(c.password, None);
 
-        let c = PgConnectionConfig::from_url("postgresql:///db?host=/run/pg&port=5433").unwrap();
+        let c = PgConnectionConfig::from_url(
+            "postgresql:///db?host=/run/pg&port=5433&application_name=sync%20a",
+        )
+        .unwrap();
+        assert_eq!(c.application_name(), "sync a");
         assert!(c.is_unix_socket());
         assert_eq!((c.port, c.dbname.as_str()), (5433, "db"));
 

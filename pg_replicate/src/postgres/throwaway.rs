@@ -430,6 +430,7 @@ impl ThrowawayCluster {
                 SslMode::Disable
             },
             ssl_root_cert: self.ca_cert.clone(),
+            application_name: None,
         }
     }
 
@@ -440,6 +441,7 @@ impl ThrowawayCluster {
             host: self.dir.to_string_lossy().into_owned(),
             ssl_mode: SslMode::Disable,
             ssl_root_cert: None,
+            application_name: None,
             ..self.connection_config(dbname, user)
         }
     }

@@ -498,6 +498,7 @@ mod tests {
             password: None,
             ssl_mode: mode,
             ssl_root_cert: None,
+            application_name: None,
         }
     }
 

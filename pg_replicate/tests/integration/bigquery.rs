@@ -564,6 +564,7 @@ async fn killed_child_process() {
         password: spec["password"].as_str().map(str::to_owned),
         ssl_mode: pg_replicate::postgres::SslMode::Disable,
         ssl_root_cert: None,
+        application_name: None,
     };
     let sink = BigQuerySink::connect(
         BigQuerySinkConfig::new(PROJECT, text("dataset"), BigQueryCredentials::None)

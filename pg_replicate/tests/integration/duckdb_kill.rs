@@ -54,6 +54,7 @@ async fn child_process() {
         password: spec["password"].as_str().map(str::to_owned),
         ssl_mode: pg_replicate::postgres::SslMode::Disable,
         ssl_root_cert: None,
+        application_name: None,
     };
     let identity = format!("{}/{}", text("publication"), text("slot"));
     let sink = DuckDbSink::open(sink_config(Path::new(&text("file")), &identity)).unwrap();

@@ -380,11 +380,24 @@ async fn a_backfill_cut_midway_copies_the_unfinished_tables_again() {
     backfill_fault("proxy_backfill", crate::fault_proxy::FaultProxy::cut, true).await;
 }
 
-// A backfill whose connections stall midway is found by the copy's
-// silence limit, but the new snapshot can then wait for the stalled
-// sessions' transactions, which the server keeps open until its TCP
-// keepalive notices (seen under load, docs/architecture.md): a stall test
-// waits for the source ending its own stale sessions.
+/// A backfill whose connections stall midway (open, silent) is found by
+/// the copy's silence limit and copied again in a new snapshot.
+///
+/// Meanwhile another database of the server is dropped. `DROP DATABASE`
+/// waits until every backend absorbs its signal barrier. A backend blocked
+/// writing COPY data to a stalled client never does. The new snapshot in
+/// turn waits for the drop's transaction. The server keeps the stalled
+/// sessions until its TCP keepalive notices, so only the source ending its
+/// own stale sessions lets both go on.
+#[tokio::test]
+async fn a_backfill_stalled_midway_copies_the_unfinished_tables_again() {
+    backfill_fault(
+        "proxy_backfill_stall",
+        crate::fault_proxy::FaultProxy::stall_existing,
+        false,
+    )
+    .await;
+}
 
 /// Starts a backfill through the proxy, applies `fault` while the big
 /// table's rows are being copied, and checks DuckDB ends equal to Postgres
@@ -397,6 +410,7 @@ async fn backfill_fault(
     use crate::duckdb_common::{columns, copied_tables, wait_copied, wait_duck_converged};
 
     let db = crate::support::fresh_database(name).await;
+    let other = crate::support::fresh_database(&format!("{name}_other")).await;
     let publication = db.unique_name("pub");
     let slot = db.unique_name("slot");
     db.execute(&format!(
@@ -442,6 +456,7 @@ async fn backfill_fault(
         "the backfill ended before the fault; make the table bigger"
     );
     fault(&proxy);
+    let dropped = drop_database_meanwhile(other.name().to_owned());
     db.execute("UPDATE big SET v = 'changed during the backfill' WHERE id % 1000 = 0")
         .await;
     if stream_after {
@@ -459,9 +474,37 @@ async fn backfill_fault(
         ],
     )
     .await;
+    match tokio::time::timeout(Duration::from_secs(60), dropped).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => panic!("DROP DATABASE during the fault failed: {error}"),
+        Ok(Err(error)) => panic!("the DROP DATABASE task failed: {error}"),
+        Err(_) => panic!(
+            "DROP DATABASE during the fault did not end within 60 s after the tables converged"
+        ),
+    }
     assert!(
         !running.handle.is_finished(),
         "the pipeline stopped on the fault"
     );
     running.stop().await.expect("the pipeline stops cleanly");
+}
+
+/// Drops `database` from another connection, as another application of
+/// the server might during a fault.
+fn drop_database_meanwhile(
+    database: String,
+) -> tokio::task::JoinHandle<Result<(), tokio_postgres::Error>> {
+    tokio::spawn(async move {
+        let pg = crate::support::cluster();
+        let admin = crate::support::connect(&pg.config(&pg.maintenance_db()))
+            .await
+            .expect("connect to the maintenance database");
+        // The server gives up too if the test does.
+        admin
+            .batch_execute("SET statement_timeout = '150s'")
+            .await?;
+        admin
+            .batch_execute(&format!("DROP DATABASE \"{database}\" WITH (FORCE)"))
+            .await
+    })
 }

@@ -250,6 +250,7 @@ pub fn parse_server_spec(spec: &str) -> Result<PgConnectionConfig, String> {
         password: None,
         ssl_mode: SslMode::Prefer,
         ssl_root_cert: None,
+        application_name: None,
     };
     for pair in spec.split_whitespace() {
         let (key, value) = pair

@@ -27,7 +27,7 @@ pub(super) const READ_BUFFER_CAPACITY: usize = 64 * 1024;
 /// they return.
 pub(super) const TERMINATE_WAIT: Duration = Duration::from_secs(5);
 
-/// `application_name` of every connection this library opens.
+/// Default `application_name` of the connections this library opens.
 pub const APPLICATION_NAME: &str = "pg_replicate";
 
 /// A logical replication connection in command mode: runs replication
@@ -63,7 +63,7 @@ impl ReplicationClient {
     /// waits until the server is ready for commands.
     ///
     /// The startup packet asks for `replication=database` on
-    /// `config.dbname`, sets `application_name` to `pg_replicate` and the
+    /// `config.dbname`, sets `application_name` (`pg_replicate` unless set) and the
     /// session settings of [`session::SESSION_SETTINGS`].
     pub async fn connect(config: &PgConnectionConfig) -> Result<ReplicationClient> {
         let session = start_session(config, true).await?;
@@ -415,7 +415,7 @@ async fn start_session_now(config: &PgConnectionConfig, replication: bool) -> Re
     let mut params = vec![
         ("user", config.username.as_str()),
         ("database", config.dbname.as_str()),
-        ("application_name", APPLICATION_NAME),
+        ("application_name", config.application_name()),
         ("options", options.as_str()),
     ];
     if replication {

@@ -524,6 +524,7 @@ mod tests {
             password: Some("secret".into()),
             ssl_mode: Default::default(),
             ssl_root_cert: None,
+            application_name: None,
         };
         assert_eq!(ConnInfo::new(&config).endpoint, "[::1]:5433");
         config.host = "/tmp".into();

@@ -15,6 +15,7 @@ mod copy_plan;
 mod copy_pool;
 mod heartbeat;
 mod relations;
+mod sessions;
 mod spool;
 
 pub use cdc::PostgresCdcStream;
@@ -51,6 +52,11 @@ enum Tables {
 }
 
 /// A Postgres database as a source of rows and changes.
+///
+/// Its connections show in `pg_stat_activity` under the configured
+/// `application_name` followed by a tag unique to this source; when it
+/// starts again after a failure, it ends its own sessions left from the
+/// failed attempt, which the server may otherwise keep for a long time.
 pub struct PostgresSource {
     connection: PgConnectionConfig,
     tables: Tables,
@@ -95,7 +101,10 @@ impl PostgresSource {
         Self::with_tables(connection, Tables::Listed(tables))
     }
 
-    fn with_tables(connection: PgConnectionConfig, tables: Tables) -> Self {
+    fn with_tables(mut connection: PgConnectionConfig, tables: Tables) -> Self {
+        connection.application_name = Some(sessions::tagged_application_name(
+            connection.application_name(),
+        ));
         Self {
             connection,
             tables,
@@ -443,12 +452,15 @@ impl Source for PostgresSource {
         state: &ResumptionState,
     ) -> Result<SourcePlan> {
         // Prepared again after a failure: what the last attempt opened is
-        // dropped (its copies are redone in a new snapshot).
+        // dropped (its copies are redone in a new snapshot), and its
+        // sessions the server still keeps are ended.
         self.copy_pool = None;
         self.snapshot = None;
         self.slot_connection = None;
         self.snapshot_connection = None;
-        self.query = Some(connect_query_client(&self.connection).await?);
+        let query = connect_query_client(&self.connection).await?;
+        sessions::end_stale_sessions(&query, self.connection.application_name()).await;
+        self.query = Some(query);
         match self.tables.clone() {
             Tables::Listed(names) => self.prepare_listed(action, names).await,
             Tables::Publication { publication, slot } => {
