@@ -27,6 +27,9 @@ pub enum ErrorKind {
     Sink,
     /// Local I/O failed.
     Io,
+    /// A bug: code run by the library (its own, or a hook of the
+    /// application) panicked.
+    Internal,
 }
 
 impl ErrorKind {

@@ -3,8 +3,10 @@
 //! sink has durably stored.
 
 mod config;
+pub mod manager;
 
 pub use config::{BatchConfig, PipelineAction, RetryConfig};
+pub use manager::{ManagedPipeline, PipelineManager, PipelineStatus};
 
 use std::sync::Arc;
 use std::time::Instant;

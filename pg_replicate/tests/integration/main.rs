@@ -95,6 +95,8 @@ mod duckdb_kill;
 mod duckdb_types;
 mod errors;
 mod fault_proxy;
+#[cfg(feature = "duckdb")]
+mod manager;
 mod memory_sink;
 mod pipeline;
 #[cfg(feature = "duckdb")]
