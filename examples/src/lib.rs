@@ -3,8 +3,10 @@
 //! wrapper.
 
 mod progress;
+mod settings;
 
 pub use progress::ProgressSink;
+pub use settings::Settings;
 
 use clap::{Args, Subcommand};
 use pg_replicate::pipeline::PipelineAction;

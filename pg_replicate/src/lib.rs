@@ -12,6 +12,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "config-db")]
+pub mod config_db;
 pub mod error;
 pub mod pipeline;
 pub mod postgres;

@@ -83,6 +83,8 @@ mod bigquery;
 #[cfg(feature = "bigquery")]
 mod bigquery_common;
 mod common;
+#[cfg(all(feature = "config-db", feature = "duckdb"))]
+mod config_db;
 #[cfg(feature = "duckdb")]
 mod duckdb_cdc;
 #[cfg(feature = "duckdb")]

@@ -1,0 +1,408 @@
+//! A destination row (`type` and JSON `config`) as a sink configuration,
+//! checked when read, and the sink it opens when its pipeline runs.
+
+use serde_json::{Map, Value};
+
+use crate::pipeline::manager::ManagedRun;
+use crate::pipeline::{DataPipeline, PipelineAction};
+use crate::sinks::stdout::StdoutSink;
+use crate::sources::postgres::PostgresSource;
+use crate::{Error, ErrorKind, Result};
+
+/// The destination types this build knows (others need their cargo
+/// feature).
+pub fn destination_types() -> Vec<&'static str> {
+    let mut types = vec!["stdout"];
+    if cfg!(feature = "duckdb") {
+        types.push("duckdb");
+    }
+    if cfg!(feature = "bigquery") {
+        types.push("bigquery");
+    }
+    if cfg!(feature = "snowflake") {
+        types.push("snowflake");
+    }
+    types
+}
+
+/// A destination's settings, checked when read from the config database.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// JSON Lines on the process's standard output; config `{}`.
+    Stdout,
+    /// A DuckDB file; config `{"path": "...", "memory_limit": "1GB"?}`.
+    #[cfg(feature = "duckdb")]
+    DuckDb {
+        /// The file.
+        path: String,
+        /// DuckDB's `memory_limit`, when given.
+        memory_limit: Option<String>,
+    },
+    /// A BigQuery dataset; config `{"project_id", "dataset_id",
+    /// "service_account_key_file"?, "endpoint"?, "storage_endpoint"?}`.
+    #[cfg(feature = "bigquery")]
+    BigQuery {
+        /// The project.
+        project_id: String,
+        /// The dataset.
+        dataset_id: String,
+        /// The key file; none for an emulator.
+        key_file: Option<String>,
+        /// REST and Storage Write endpoints, when not Google's.
+        endpoints: Option<(String, String)>,
+    },
+    /// A Snowflake schema; config `{"account", "user", "password"? |
+    /// "private_key_path"? + "private_key_passphrase"?, "database",
+    /// "schema", "warehouse"?, "role"?, "base_url"?,
+    /// "task_schedule_minutes"?, "landing_schema"?}`.
+    #[cfg(feature = "snowflake")]
+    Snowflake(Box<SnowflakeDestination>),
+}
+
+/// The settings of a Snowflake destination.
+#[cfg(feature = "snowflake")]
+#[derive(Clone, PartialEq, Eq)]
+pub struct SnowflakeDestination {
+    account: String,
+    user: String,
+    password: Option<String>,
+    private_key_path: Option<String>,
+    private_key_passphrase: Option<String>,
+    database: String,
+    schema: String,
+    warehouse: Option<String>,
+    role: Option<String>,
+    base_url: Option<String>,
+    task_schedule_minutes: Option<u32>,
+    landing_schema: Option<String>,
+}
+
+impl std::fmt::Debug for Destination {
+    /// Names the type only: the settings can hold secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Destination({})", self.type_name())
+    }
+}
+
+impl Destination {
+    /// Reads a destination row. Errors ([`ErrorKind::Config`]) name the
+    /// destination, the problem and the fix, never a value.
+    pub fn parse(name: &str, kind: &str, config: &str) -> Result<Self> {
+        let bad = |why: String| {
+            Error::new(
+                ErrorKind::Config,
+                format!("destination `{name}` ({kind}): {why}"),
+            )
+        };
+        let value: Value = serde_json::from_str(if config.trim().is_empty() {
+            "{}"
+        } else {
+            config
+        })
+        .map_err(|e| {
+            bad(format!(
+                "its config is not valid JSON (line {}, column {}); write a JSON object",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        let Value::Object(object) = value else {
+            return Err(bad("its config must be a JSON object".to_owned()));
+        };
+        let mut fields = Fields { object, bad: &bad };
+        let destination = match kind {
+            "stdout" => Destination::Stdout,
+            #[cfg(feature = "duckdb")]
+            "duckdb" => Destination::DuckDb {
+                path: fields.required("path")?,
+                memory_limit: fields.optional("memory_limit")?,
+            },
+            #[cfg(feature = "bigquery")]
+            "bigquery" => {
+                let project_id = fields.required("project_id")?;
+                let dataset_id = fields.required("dataset_id")?;
+                let key_file = fields.optional("service_account_key_file")?;
+                let endpoint = fields.optional("endpoint")?;
+                let storage_endpoint = fields.optional("storage_endpoint")?;
+                let endpoints = match (endpoint, storage_endpoint) {
+                    (Some(rest), Some(storage)) => Some((rest, storage)),
+                    (None, None) => None,
+                    _ => {
+                        return Err(bad(
+                            "give both `endpoint` and `storage_endpoint`, or neither".to_owned(),
+                        ))
+                    }
+                };
+                Destination::BigQuery {
+                    project_id,
+                    dataset_id,
+                    key_file,
+                    endpoints,
+                }
+            }
+            #[cfg(feature = "snowflake")]
+            "snowflake" => {
+                let snowflake = SnowflakeDestination {
+                    account: fields.required("account")?,
+                    user: fields.required("user")?,
+                    password: fields.optional("password")?,
+                    private_key_path: fields.optional("private_key_path")?,
+                    private_key_passphrase: fields.optional("private_key_passphrase")?,
+                    database: fields.required("database")?,
+                    schema: fields.required("schema")?,
+                    warehouse: fields.optional("warehouse")?,
+                    role: fields.optional("role")?,
+                    base_url: fields.optional("base_url")?,
+                    task_schedule_minutes: fields.optional_u32("task_schedule_minutes")?,
+                    landing_schema: fields.optional("landing_schema")?,
+                };
+                if snowflake.password.is_none() == snowflake.private_key_path.is_none() {
+                    return Err(bad(
+                        "give exactly one of `password` and `private_key_path`".to_owned()
+                    ));
+                }
+                Destination::Snowflake(Box::new(snowflake))
+            }
+            other => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "destination `{name}` has the unknown type `{other}`; this build knows {} \
+                         (other sinks need their cargo feature)",
+                        destination_types().join(", ")
+                    ),
+                ))
+            }
+        };
+        fields.no_more()?;
+        Ok(destination)
+    }
+
+    /// The destination's type, as in the `type` column.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Destination::Stdout => "stdout",
+            #[cfg(feature = "duckdb")]
+            Destination::DuckDb { .. } => "duckdb",
+            #[cfg(feature = "bigquery")]
+            Destination::BigQuery { .. } => "bigquery",
+            #[cfg(feature = "snowflake")]
+            Destination::Snowflake(_) => "snowflake",
+        }
+    }
+
+    /// Opens the sink (connecting where the sink connects) and wires the
+    /// pipeline from `source`.
+    pub(super) async fn pipeline(
+        &self,
+        source: PostgresSource,
+        identity: String,
+    ) -> Result<Box<dyn ManagedRun>> {
+        let action = PipelineAction::Both;
+        Ok(match self {
+            Destination::Stdout => Box::new(DataPipeline::new(source, StdoutSink::new(), action)),
+            #[cfg(feature = "duckdb")]
+            Destination::DuckDb { path, memory_limit } => {
+                use crate::sinks::duckdb::{DuckDbSink, DuckDbSinkConfig};
+                let mut config = DuckDbSinkConfig::new(path).with_identity(identity);
+                if let Some(limit) = memory_limit {
+                    config = config.with_memory_limit(limit);
+                }
+                let sink = tokio::task::spawn_blocking(move || DuckDbSink::open(config))
+                    .await
+                    .map_err(|e| {
+                        Error::with_source(ErrorKind::Internal, "opening the DuckDB file failed", e)
+                    })??;
+                Box::new(DataPipeline::new(source, sink, action))
+            }
+            #[cfg(feature = "bigquery")]
+            Destination::BigQuery {
+                project_id,
+                dataset_id,
+                key_file,
+                endpoints,
+            } => {
+                use crate::sinks::bigquery::{
+                    BigQueryCredentials, BigQuerySink, BigQuerySinkConfig,
+                };
+                let credentials = match key_file {
+                    Some(path) => BigQueryCredentials::ServiceAccountKeyFile(path.into()),
+                    None => BigQueryCredentials::None,
+                };
+                let mut config = BigQuerySinkConfig::new(project_id, dataset_id, credentials)
+                    .with_identity(identity);
+                if let Some((rest, storage)) = endpoints {
+                    config = config.with_endpoints(rest, storage);
+                }
+                Box::new(DataPipeline::new(
+                    source,
+                    BigQuerySink::connect(config).await?,
+                    action,
+                ))
+            }
+            #[cfg(feature = "snowflake")]
+            Destination::Snowflake(settings) => Box::new(DataPipeline::new(
+                source,
+                settings.connect(identity).await?,
+                action,
+            )),
+        })
+    }
+}
+
+#[cfg(feature = "snowflake")]
+impl SnowflakeDestination {
+    async fn connect(&self, identity: String) -> Result<crate::sinks::snowflake::SnowflakeSink> {
+        use crate::sinks::snowflake::{
+            MergeMode, SnowflakeConfig, SnowflakeCredentials, SnowflakeSink, SnowflakeSinkConfig,
+        };
+        let credentials = match (&self.private_key_path, &self.password) {
+            (Some(path), _) => {
+                SnowflakeCredentials::key_pair_file(path, self.private_key_passphrase.clone())?
+            }
+            (None, Some(password)) => SnowflakeCredentials::Password(password.clone()),
+            (None, None) => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "a Snowflake destination needs `password` or `private_key_path`",
+                ))
+            }
+        };
+        let mut connection = SnowflakeConfig::new(&self.account, &self.user, credentials)
+            .with_database(&self.database)
+            .with_schema(&self.schema);
+        if let Some(warehouse) = &self.warehouse {
+            connection = connection.with_warehouse(warehouse);
+        }
+        if let Some(role) = &self.role {
+            connection = connection.with_role(role);
+        }
+        if let Some(url) = &self.base_url {
+            connection = connection.with_base_url(url);
+        }
+        let mut config = SnowflakeSinkConfig::new(connection).with_identity(identity);
+        if let Some(every_minutes) = self.task_schedule_minutes {
+            config = config.with_merge(MergeMode::Task { every_minutes });
+        }
+        if let Some(schema) = &self.landing_schema {
+            config = config.with_landing_schema(schema);
+        }
+        SnowflakeSink::connect(config).await
+    }
+}
+
+/// The keys of a config object, taken one by one so leftovers (typos) are
+/// reported.
+struct Fields<'a, F: Fn(String) -> Error> {
+    object: Map<String, Value>,
+    bad: &'a F,
+}
+
+#[cfg_attr(
+    not(any(feature = "duckdb", feature = "bigquery", feature = "snowflake")),
+    allow(dead_code)
+)]
+impl<F: Fn(String) -> Error> Fields<'_, F> {
+    fn optional(&mut self, key: &str) -> Result<Option<String>> {
+        match self.object.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text)),
+            Some(_) => Err((self.bad)(format!("`{key}` must be a string"))),
+        }
+    }
+
+    fn required(&mut self, key: &str) -> Result<String> {
+        self.optional(key)?
+            .filter(|text| !text.is_empty())
+            .ok_or_else(|| (self.bad)(format!("its config needs `{key}`")))
+    }
+
+    fn optional_u32(&mut self, key: &str) -> Result<Option<u32>> {
+        match self.object.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .map(Some)
+                .ok_or_else(|| (self.bad)(format!("`{key}` must be a positive whole number"))),
+            Some(_) => Err((self.bad)(format!("`{key}` must be a number"))),
+        }
+    }
+
+    fn no_more(self) -> Result<()> {
+        let mut left: Vec<&String> = self.object.keys().collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        left.sort();
+        Err((self.bad)(format!(
+            "its config has unknown key(s) {}",
+            left.iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_are_checked_when_read() {
+        assert_eq!(
+            Destination::parse("out", "stdout", "").unwrap(),
+            Destination::Stdout
+        );
+        let unknown = Destination::parse("d", "oracle", "{}").unwrap_err();
+        assert_eq!(unknown.kind(), ErrorKind::Config);
+        assert!(unknown.message().contains("`oracle`"), "{unknown}");
+        assert!(unknown.message().contains("stdout"), "{unknown}");
+
+        let invalid = Destination::parse("d", "stdout", "{\"path\": ").unwrap_err();
+        assert!(invalid.message().contains("not valid JSON"), "{invalid}");
+        let not_object = Destination::parse("d", "stdout", "[1]").unwrap_err();
+        assert!(not_object.message().contains("JSON object"), "{not_object}");
+        let typo = Destination::parse("d", "stdout", "{\"pth\": \"x\"}").unwrap_err();
+        assert!(typo.message().contains("`pth`"), "{typo}");
+    }
+
+    #[cfg(feature = "duckdb")]
+    #[test]
+    fn duckdb_destinations_need_a_path() {
+        let ok = Destination::parse("d", "duckdb", r#"{"path": "/x.duckdb"}"#).unwrap();
+        assert_eq!(ok.type_name(), "duckdb");
+        let missing = Destination::parse("d", "duckdb", "{}").unwrap_err();
+        assert!(missing.message().contains("`path`"), "{missing}");
+        let wrong = Destination::parse("d", "duckdb", r#"{"path": 3}"#).unwrap_err();
+        assert!(wrong.message().contains("must be a string"), "{wrong}");
+    }
+
+    #[cfg(feature = "snowflake")]
+    #[test]
+    fn snowflake_errors_never_show_values() {
+        let config = r#"{"account": "a", "user": "u", "password": "hunter2-secret",
+            "private_key_path": "/k.p8", "database": "d", "schema": "s"}"#;
+        let both = Destination::parse("sf", "snowflake", config).unwrap_err();
+        assert!(both.message().contains("exactly one"), "{both}");
+        assert!(!both.to_string().contains("hunter2"), "{both}");
+        let ok = Destination::parse(
+            "sf",
+            "snowflake",
+            r#"{"account": "a", "user": "u", "password": "hunter2-secret", "database": "d",
+                "schema": "s", "task_schedule_minutes": 5}"#,
+        )
+        .unwrap();
+        assert!(!format!("{ok:?}").contains("hunter2"));
+        let minutes = Destination::parse(
+            "sf",
+            "snowflake",
+            r#"{"account": "a", "user": "u", "password": "p", "database": "d", "schema": "s",
+                "task_schedule_minutes": 0}"#,
+        )
+        .unwrap_err();
+        assert!(minutes.message().contains("positive"), "{minutes}");
+    }
+}
