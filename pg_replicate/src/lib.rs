@@ -19,6 +19,7 @@ pub mod pipeline;
 pub mod postgres;
 pub mod sinks;
 pub mod sources;
+pub mod transform;
 pub mod types;
 
 pub use error::{Error, ErrorKind, Result};

@@ -7,6 +7,7 @@ use crate::pipeline::manager::ManagedRun;
 use crate::pipeline::{DataPipeline, PipelineAction};
 use crate::sinks::stdout::StdoutSink;
 use crate::sources::postgres::PostgresSource;
+use crate::transform::{TransformSink, Transforms};
 use crate::{Error, ErrorKind, Result};
 
 /// The destination types this build knows (others need their cargo
@@ -192,15 +193,20 @@ impl Destination {
     }
 
     /// Opens the sink (connecting where the sink connects) and wires the
-    /// pipeline from `source`.
+    /// pipeline from `source` through `transforms`.
     pub(super) async fn pipeline(
         &self,
         source: PostgresSource,
         identity: String,
+        transforms: Transforms,
     ) -> Result<Box<dyn ManagedRun>> {
         let action = PipelineAction::Both;
         Ok(match self {
-            Destination::Stdout => Box::new(DataPipeline::new(source, StdoutSink::new(), action)),
+            Destination::Stdout => Box::new(DataPipeline::new(
+                source,
+                TransformSink::new(StdoutSink::new(), transforms),
+                action,
+            )),
             #[cfg(feature = "duckdb")]
             Destination::DuckDb { path, memory_limit } => {
                 use crate::sinks::duckdb::{DuckDbSink, DuckDbSinkConfig};
@@ -213,7 +219,11 @@ impl Destination {
                     .map_err(|e| {
                         Error::with_source(ErrorKind::Internal, "opening the DuckDB file failed", e)
                     })??;
-                Box::new(DataPipeline::new(source, sink, action))
+                Box::new(DataPipeline::new(
+                    source,
+                    TransformSink::new(sink, transforms),
+                    action,
+                ))
             }
             #[cfg(feature = "bigquery")]
             Destination::BigQuery {
@@ -236,14 +246,14 @@ impl Destination {
                 }
                 Box::new(DataPipeline::new(
                     source,
-                    BigQuerySink::connect(config).await?,
+                    TransformSink::new(BigQuerySink::connect(config).await?, transforms),
                     action,
                 ))
             }
             #[cfg(feature = "snowflake")]
             Destination::Snowflake(settings) => Box::new(DataPipeline::new(
                 source,
-                settings.connect(identity).await?,
+                TransformSink::new(settings.connect(identity).await?, transforms),
                 action,
             )),
         })

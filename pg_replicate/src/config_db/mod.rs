@@ -11,9 +11,11 @@
 
 mod destination;
 mod tables;
+mod transforms;
 
 pub use destination::{destination_types, Destination};
 pub use tables::{migrate, pipelines, write_state, PipelineRow};
+pub use transforms::parse_transforms;
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
@@ -29,6 +31,7 @@ use crate::pipeline::{ManagedPipeline, PipelineManager, PipelineReport, Pipeline
 use crate::postgres::client::connect_query_client;
 use crate::postgres::PgConnectionConfig;
 use crate::sources::postgres::PostgresSource;
+use crate::transform::Transforms;
 use crate::{Error, ErrorKind, Result};
 
 /// Runs the pipelines a config database describes.
@@ -232,11 +235,13 @@ impl ConfigDbReplicator {
                 ),
             ));
         }
+        let transforms = parse_transforms(&row.name, &row.transforms)?;
         let run = ConfiguredRun {
             source: row.source.clone(),
             publication: row.publication.clone(),
             slot: row.slot.clone(),
             destination,
+            transforms,
             pipeline: None,
         };
         Ok(ManagedPipeline::new(&row.name, run).with_restart_policy(self.restart))
@@ -279,6 +284,7 @@ fn fingerprint(row: &PipelineRow) -> u64 {
         &row.destination,
         &row.destination_type,
         &row.destination_config,
+        &row.transforms,
     )
         .hash(&mut hasher);
     hasher.finish()
@@ -292,6 +298,7 @@ struct ConfiguredRun {
     publication: String,
     slot: String,
     destination: Destination,
+    transforms: Transforms,
     pipeline: Option<Box<dyn ManagedRun>>,
 }
 
@@ -301,7 +308,11 @@ impl ManagedRun for ConfiguredRun {
         if self.pipeline.is_none() {
             let source = PostgresSource::new(self.source.clone(), &self.publication, &self.slot);
             let identity = format!("{}/{}", self.publication, self.slot);
-            self.pipeline = Some(self.destination.pipeline(source, identity).await?);
+            self.pipeline = Some(
+                self.destination
+                    .pipeline(source, identity, self.transforms.clone())
+                    .await?,
+            );
         }
         match self.pipeline.as_mut() {
             Some(pipeline) => pipeline.run(cancel).await,

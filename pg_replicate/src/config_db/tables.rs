@@ -42,6 +42,8 @@ const MIGRATIONS: &[&str] = &[
         error text,
         state_changed_at timestamptz
     );",
+    // 2: per-pipeline transforms (JSON, as text like destination configs).
+    "ALTER TABLE {schema}.pipelines ADD COLUMN transforms text NOT NULL DEFAULT '';",
 ];
 
 /// Creates or brings up to date the config tables in `schema` (created
@@ -123,6 +125,8 @@ pub struct PipelineRow {
     pub destination_config: String,
     /// `START` or `PAUSE`.
     pub status: String,
+    /// The pipeline's transforms (JSON), as stored; empty for none.
+    pub transforms: String,
 }
 
 impl std::fmt::Debug for PipelineRow {
@@ -147,7 +151,7 @@ pub async fn pipelines(client: &Client, schema: &str) -> Result<Vec<PipelineRow>
         .query(
             &format!(
                 "SELECT p.name, s.host, s.port, s.dbname, s.username, s.password, s.sslmode,
-                        s.publication, p.slot, d.name, d.type, d.config, p.status
+                        s.publication, p.slot, d.name, d.type, d.config, p.status, p.transforms
                  FROM {s}.pipelines p
                  JOIN {s}.sources s ON s.id = p.source_id
                  JOIN {s}.destinations d ON d.id = p.destination_id
@@ -185,6 +189,7 @@ pub async fn pipelines(client: &Client, schema: &str) -> Result<Vec<PipelineRow>
             destination_type: row.get(10),
             destination_config: row.get(11),
             status: row.get(12),
+            transforms: row.get(13),
         });
     }
     Ok(out)

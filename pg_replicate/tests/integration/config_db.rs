@@ -67,6 +67,8 @@ async fn pipelines_follow_their_rows_and_bad_rows_fail_alone() {
         .execute(&format!(
             "CREATE TABLE items (id int PRIMARY KEY, v text);
              INSERT INTO items SELECT g, 'copied' FROM generate_series(1, 20) g;
+             -- The filtered pipeline needs whole old rows.
+             ALTER TABLE items REPLICA IDENTITY FULL;
              CREATE PUBLICATION {publication} FOR TABLE items;"
         ))
         .await;
@@ -80,7 +82,7 @@ async fn pipelines_follow_their_rows_and_bad_rows_fail_alone() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(versions, 1);
+    assert_eq!(versions, 2);
 
     let src = source.config();
     let duck_file = dir.file("config.duckdb");
@@ -205,6 +207,69 @@ async fn pipelines_follow_their_rows_and_bad_rows_fail_alone() {
     let error = wait_state(&config, "unknown_type", "running").await;
     assert_eq!(error, None);
     wait_slot_state(&source, &slots[2], true).await;
+
+    // Transforms from JSON: a bad one fails the pipeline, a good one runs.
+    let hashed_file = dir.file("hashed.duckdb");
+    let hashed_slot = source.unique_name("slot_hashed");
+    client
+        .execute(
+            "INSERT INTO destinations (name, type, config) VALUES ('hashed', 'duckdb', $1)",
+            &[&format!("{{\"path\": \"{}\"}}", hashed_file.display())],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO pipelines (name, source_id, destination_id, slot, status, transforms)
+             SELECT 'hashed', s.id, d.id, $1, 'START',
+                    '{\"items\": {\"mask\": {\"v\": \"scramble\"}}}'
+             FROM sources s, destinations d WHERE s.name = 'main' AND d.name = 'hashed'",
+            &[&hashed_slot],
+        )
+        .await
+        .unwrap();
+    let bad = wait_state(&config, "hashed", "failed").await.unwrap();
+    assert!(
+        bad.contains("transforms") && bad.contains("\"hash\""),
+        "{bad}"
+    );
+    client
+        .execute(
+            "UPDATE pipelines SET transforms = '{\"items\": {\"mask\": {\"v\": \"hash\"},
+                 \"filter\": [{\"column\": \"id\", \"op\": \">\", \"value\": 10}]}}'
+             WHERE name = 'hashed'",
+            &[],
+        )
+        .await
+        .unwrap();
+    wait_state(&config, "hashed", "running").await;
+    wait_slot_state(&source, &hashed_slot, true).await;
+    let fixed = pg_replicate::sinks::duckdb::DuckDbReader::open(&hashed_file).unwrap();
+    let expected: i64 = source
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM items WHERE id > 10", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let start = Instant::now();
+    loop {
+        // Rows past the filter, every value a SHA-256 in hex.
+        let counted: Result<(i64, i64), _> = fixed.connection().query_row(
+            "SELECT count(*), count(*) FILTER (WHERE regexp_full_match(v, '[0-9a-f]{64}')) \
+             FROM public.items",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        );
+        if counted.as_ref().ok() == Some(&(expected, expected)) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the transformed copy did not hold {expected} hashed rows within 60 s: {counted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // A removed row stops its pipeline; the others run on.
     client

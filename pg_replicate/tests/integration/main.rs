@@ -115,4 +115,6 @@ mod snowflake;
 mod snowflake_landing;
 #[cfg(feature = "snowflake")]
 mod snowflake_sink;
+#[cfg(feature = "duckdb")]
+mod transform;
 mod types;
