@@ -30,6 +30,7 @@ mod text;
 
 pub use builder::ColumnBuilder;
 pub use error::{Format, ValueError};
+#[cfg(any(feature = "duckdb", feature = "bigquery", feature = "snowflake"))]
 pub(crate) use mapping::oid;
 pub use mapping::{
     arrow_field, copy_select_expr, ARRAY_DIMS_FIELD, ARRAY_ELEMENTS_FIELD,
