@@ -237,6 +237,7 @@ impl ConfigDbReplicator {
         }
         let transforms = parse_transforms(&row.name, &row.transforms)?;
         let run = ConfiguredRun {
+            name: row.name.clone(),
             source: row.source.clone(),
             publication: row.publication.clone(),
             slot: row.slot.clone(),
@@ -294,6 +295,7 @@ fn fingerprint(row: &PipelineRow) -> u64 {
 /// reached) when it first runs, so a destination that cannot be reached
 /// fails that run with the reason.
 struct ConfiguredRun {
+    name: String,
     source: PgConnectionConfig,
     publication: String,
     slot: String,
@@ -308,11 +310,12 @@ impl ManagedRun for ConfiguredRun {
         if self.pipeline.is_none() {
             let source = PostgresSource::new(self.source.clone(), &self.publication, &self.slot);
             let identity = format!("{}/{}", self.publication, self.slot);
-            self.pipeline = Some(
-                self.destination
-                    .pipeline(source, identity, self.transforms.clone())
-                    .await?,
-            );
+            let mut pipeline = self
+                .destination
+                .pipeline(source, identity, self.transforms.clone())
+                .await?;
+            pipeline.set_name(&self.name);
+            self.pipeline = Some(pipeline);
         }
         match self.pipeline.as_mut() {
             Some(pipeline) => pipeline.run(cancel).await,

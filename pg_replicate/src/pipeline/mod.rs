@@ -4,6 +4,7 @@
 
 mod config;
 pub mod manager;
+mod metrics;
 
 pub use config::{BatchConfig, PipelineAction, RetryConfig};
 pub use manager::{ManagedPipeline, PipelineManager, PipelineStatus};
@@ -15,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use self::metrics::{BatchFigures, PipelineMetrics};
 use crate::sinks::Sink;
 use crate::sources::{CdcStream, Source, TableCopyStream};
 use crate::types::change::{CdcBatch, ResumptionState};
@@ -43,6 +45,7 @@ pub struct DataPipeline<S: Source, K: Sink> {
     batch: BatchConfig,
     retry: RetryConfig,
     cancel: CancellationToken,
+    metrics: PipelineMetrics,
 }
 
 /// Where a failure of the backfill or of the streaming came from: the
@@ -71,7 +74,16 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
             batch: BatchConfig::default(),
             retry: RetryConfig::default(),
             cancel: CancellationToken::new(),
+            metrics: PipelineMetrics::new("pipeline"),
         }
+    }
+
+    /// Names the pipeline in its metrics (label `pipeline`; default
+    /// `pipeline`). The counters and gauges go to the recorder the
+    /// application installed through the `metrics` crate (docs/metrics.md).
+    pub fn with_name(mut self, name: &str) -> Self {
+        self.metrics = PipelineMetrics::new(name);
+        self
     }
 
     /// Sets how the pipeline starts again after the source or the sink
@@ -155,6 +167,7 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
                     },
                 };
                 state.copied_tables.insert(table.id, plan.snapshot_lsn);
+                self.metrics.table_copied();
                 report.tables_copied += 1;
                 report.rows_copied += rows;
                 outage = Outage::default();
@@ -209,9 +222,11 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
             StreamFailure::Sink(error) => (error, "sink"),
         };
         loop {
+            self.metrics.error(error.kind());
             if !error.is_retryable() || since.elapsed() >= self.retry.give_up_after {
                 return Err(error);
             }
+            self.metrics.retry(side);
             let pause = self.retry.backoff(outage.attempt, jitter());
             outage.attempt = outage.attempt.saturating_add(1);
             warn!(error = %error, side, attempt = outage.attempt, pause_ms = pause.as_millis() as u64, "the {side} failed; retrying");
@@ -312,11 +327,16 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
             let Some(batch) = next else {
                 return Ok(Some(rows));
             };
-            rows += batch.num_rows() as u64;
+            let (count, bytes) = (
+                batch.num_rows() as u64,
+                batch.get_array_memory_size() as u64,
+            );
             self.sink
                 .write_table_rows(table, batch)
                 .await
                 .map_err(StreamFailure::Sink)?;
+            rows += count;
+            self.metrics.rows_copied(&table.name, count, bytes);
         }
     }
 
@@ -332,6 +352,7 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
         while let Some(batch) = received.recv().await {
             let batch = batch.map_err(StreamFailure::Source)?;
             let transactions = batch.transactions;
+            let figures = BatchFigures::of(&batch);
             let stored = self
                 .sink
                 .write_cdc_batch(batch)
@@ -341,6 +362,7 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
             // progress, so the outage runs on to `give_up_after`.
             report.cdc_batches += 1;
             report.transactions += transactions;
+            self.metrics.batch_stored(figures, stored);
             // The stream confirms it to the source at once, even when idle.
             durable.send_replace(stored);
             last = Some(stored);

@@ -100,6 +100,8 @@ mod fault_proxy;
 #[cfg(feature = "duckdb")]
 mod manager;
 mod memory_sink;
+#[cfg(feature = "duckdb")]
+mod metrics;
 mod pipeline;
 #[cfg(feature = "duckdb")]
 mod reliability;

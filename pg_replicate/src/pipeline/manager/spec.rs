@@ -20,6 +20,9 @@ use crate::{Error, Result};
 pub trait ManagedRun: Send + 'static {
     /// Runs once, until the end, a failure, or `cancel`.
     async fn run(&mut self, cancel: CancellationToken) -> Result<PipelineReport>;
+
+    /// Takes the name the manager runs it under (for its metrics).
+    fn set_name(&mut self, _name: &str) {}
 }
 
 #[async_trait]
@@ -32,6 +35,10 @@ where
         // A paused pipeline starts again with a token that has not fired.
         self.cancel = cancel;
         self.start().await
+    }
+
+    fn set_name(&mut self, name: &str) {
+        self.metrics = super::super::metrics::PipelineMetrics::new(name);
     }
 }
 
@@ -92,9 +99,11 @@ pub struct ManagedPipeline {
 impl ManagedPipeline {
     /// `run` (usually a [`DataPipeline`]) under `name`, unique within a
     /// manager.
-    pub fn new(name: impl Into<String>, run: impl ManagedRun) -> Self {
+    pub fn new(name: impl Into<String>, mut run: impl ManagedRun) -> Self {
+        let name = name.into();
+        run.set_name(&name);
         Self {
-            name: name.into(),
+            name,
             run: Box::new(run),
             pre_hook: None,
             post_hook: None,
