@@ -271,7 +271,7 @@ impl TablePlan {
                 Test::Compare(op, value) => compare(*op, column, value),
             }
             .map_err(|e| self.arrow_error("evaluating the filter", e))?;
-            // NULL counts as not holding (the kernel wants a filter with nulls).
+            // NULL counts as not holding (prep_null_mask_filter expects nulls).
             let holds = if holds.null_count() > 0 {
                 prep_null_mask_filter(&holds)
             } else {
