@@ -314,7 +314,11 @@ impl PostgresSource {
             self.slot_connection = Some(connection);
         } else if !tables_to_copy.is_empty() {
             let mut connection = ReplicationClient::connect(&self.connection).await?;
-            let name = format!("pgr_snapshot_{}_{}", std::process::id(), rand_suffix());
+            let name = format!(
+                "pgr_snapshot_{}_{}",
+                std::process::id(),
+                sessions::random_u64() % 1_000_000
+            );
             let created = connection.create_logical_slot(&name, true).await?;
             snapshot = Some((created.snapshot_name, created.consistent_point));
             self.snapshot_connection = Some(connection);
@@ -350,15 +354,6 @@ impl PostgresSource {
 /// One copy connection per CPU, at most 4.
 fn default_copy_connections() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4))
-}
-
-/// A short random-ish suffix for temporary slot names.
-fn rand_suffix() -> u32 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    nanos % 1_000_000
 }
 
 fn validate_slot_name(slot: &str) -> Result<()> {

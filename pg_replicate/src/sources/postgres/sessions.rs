@@ -36,8 +36,9 @@ pub(super) fn tagged_application_name(base: &str) -> String {
     name
 }
 
-/// A random number from the standard library's per-instance hash keys.
-fn random_u64() -> u64 {
+/// A random number from the standard library's per-instance hash keys
+/// (for names that must not collide; no cryptographic quality).
+pub(super) fn random_u64() -> u64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(
         std::time::SystemTime::now()
