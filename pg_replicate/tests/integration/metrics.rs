@@ -1,66 +1,19 @@
 //! The pipeline's metrics, read back from a recorder while a real pipeline
 //! copies and streams into DuckDB, checked against the rows moved.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::record_batch::RecordBatch;
-use async_trait::async_trait;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_util::registry::{AtomicStorage, Registry};
 use pg_replicate::pipeline::{DataPipeline, PipelineAction};
 use pg_replicate::sinks::duckdb::DuckDbSink;
-use pg_replicate::sinks::Sink;
 use pg_replicate::sources::postgres::PostgresSource;
-use pg_replicate::types::change::{CdcBatch, ResumptionState};
-use pg_replicate::types::{Lsn, TableSchema};
-use pg_replicate::{Error, ErrorKind, Result};
 
 use crate::common::{test_batch_config, Running};
 use crate::duckdb_common::{columns, config, stored_lsn, wait_duck_converged, DuckDir};
-
-/// The DuckDB sink, failing the first `failures` change batches before
-/// storing them.
-struct FailsFirstBatches {
-    sink: DuckDbSink,
-    failures: Arc<AtomicU32>,
-}
-
-#[async_trait]
-impl Sink for FailsFirstBatches {
-    async fn resumption_state(&mut self) -> Result<ResumptionState> {
-        self.sink.resumption_state().await
-    }
-    async fn write_table_schemas(&mut self, tables: &[Arc<TableSchema>]) -> Result<()> {
-        self.sink.write_table_schemas(tables).await
-    }
-    async fn begin_table_copy(&mut self, table: &Arc<TableSchema>) -> Result<()> {
-        self.sink.begin_table_copy(table).await
-    }
-    async fn write_table_rows(
-        &mut self,
-        table: &Arc<TableSchema>,
-        rows: RecordBatch,
-    ) -> Result<()> {
-        self.sink.write_table_rows(table, rows).await
-    }
-    async fn end_table_copy(&mut self, table: &Arc<TableSchema>, lsn: Lsn) -> Result<()> {
-        self.sink.end_table_copy(table, lsn).await
-    }
-    async fn write_cdc_batch(&mut self, batch: CdcBatch) -> Result<Lsn> {
-        let has_changes = !batch.events.is_empty();
-        if has_changes
-            && self
-                .failures
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        {
-            return Err(Error::new(ErrorKind::Sink, "the disk is busy"));
-        }
-        self.sink.write_cdc_batch(batch).await
-    }
-}
+use crate::sink_faults::{Faults, FaultySink};
 
 /// A recorder that keeps every counter's total and every gauge's last
 /// value, as a Prometheus exporter would show them.
@@ -147,13 +100,14 @@ async fn counters_match_the_rows_moved() {
     let dir = DuckDir::new(&db);
     let sink = DuckDbSink::open(config(&dir.file("m.duckdb"), &publication, &slot)).unwrap();
     let reader = sink.reader().unwrap();
-    let failures = Arc::new(AtomicU32::new(2));
+    let faults = Arc::new(Faults::default());
+    faults.before_store.store(2, Ordering::SeqCst);
     let cancel = tokio_util::sync::CancellationToken::new();
     let mut pipeline = DataPipeline::new(
         PostgresSource::new(db.config(), &publication, &slot),
-        FailsFirstBatches {
-            sink,
-            failures: failures.clone(),
+        FaultySink {
+            inner: sink,
+            faults: faults.clone(),
         },
         PipelineAction::Both,
     )
@@ -178,8 +132,8 @@ async fn counters_match_the_rows_moved() {
 
     // 10 inserts and 5 updates in one transaction, 3 deletes and an insert
     // in another (the statements after COMMIT share one implicit
-    // transaction): the first two attempts to store them fail and are
-    // retried.
+    // transaction). The sink fails its first two batches (these or earlier
+    // empty ones); each failed batch is sent again.
     db.execute(
         "BEGIN;
          INSERT INTO items SELECT g, 'new' FROM generate_series(2001, 2010) g;
@@ -199,7 +153,7 @@ async fn counters_match_the_rows_moved() {
         1.0,
     )
     .await;
-    assert_eq!(failures.load(Ordering::SeqCst), 0);
+    assert_eq!(faults.injected.load(Ordering::SeqCst), 2);
     let orders = [("pipeline", "orders")];
     assert_eq!(
         value(

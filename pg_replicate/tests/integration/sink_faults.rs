@@ -27,17 +27,17 @@ use crate::support::{fresh_database, TestDb};
 
 /// Failures to inject, each counter consumed one failure at a time.
 #[derive(Default)]
-struct Faults {
+pub struct Faults {
     /// `write_table_rows` calls to fail.
-    copy_rows: AtomicU32,
+    pub copy_rows: AtomicU32,
     /// `write_cdc_batch` calls to fail before the batch is written.
-    before_store: AtomicU32,
+    pub before_store: AtomicU32,
     /// `write_cdc_batch` calls to fail after the batch is stored.
-    after_store: AtomicU32,
+    pub after_store: AtomicU32,
     /// Fail with a permanent error instead of a transient one.
-    permanent: AtomicBool,
+    pub permanent: AtomicBool,
     /// Failures injected so far.
-    injected: AtomicU32,
+    pub injected: AtomicU32,
 }
 
 impl Faults {
@@ -57,9 +57,11 @@ impl Faults {
     }
 }
 
-struct FaultySink {
-    inner: DuckDbSink,
-    faults: Arc<Faults>,
+/// The DuckDB sink, failing as `faults` says (`ErrorKind::Sink`, or
+/// `Config` when permanent).
+pub struct FaultySink {
+    pub inner: DuckDbSink,
+    pub faults: Arc<Faults>,
 }
 
 #[async_trait]
