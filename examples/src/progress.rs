@@ -179,4 +179,11 @@ impl<S: Sink> Sink for ProgressSink<S> {
         }
         Ok(durable)
     }
+    async fn store_while_idle(&mut self) -> Result<Option<Lsn>> {
+        let durable = self.inner.store_while_idle().await?;
+        if durable.is_some() {
+            self.last_lsn = durable;
+        }
+        Ok(durable)
+    }
 }

@@ -10,7 +10,7 @@ pub use config::{BatchConfig, PipelineAction, RetryConfig};
 pub use manager::{ManagedPipeline, PipelineManager, PipelineStatus};
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -349,8 +349,21 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
         report: &mut PipelineReport,
     ) -> std::result::Result<Option<Lsn>, StreamFailure> {
         let mut last = None;
-        while let Some(batch) = received.recv().await {
-            let batch = batch.map_err(StreamFailure::Source)?;
+        loop {
+            let batch = tokio::select! {
+                batch = received.recv() => match batch {
+                    Some(batch) => batch.map_err(StreamFailure::Source)?,
+                    None => break,
+                },
+                _ = tokio::time::sleep(IDLE_TICK) => {
+                    let stored = self.sink.store_while_idle().await.map_err(StreamFailure::Sink)?;
+                    if let Some(stored) = stored {
+                        durable.send_replace(stored);
+                        last = Some(stored);
+                    }
+                    continue;
+                }
+            };
             let transactions = batch.transactions;
             let figures = BatchFigures::of(&batch);
             let stored = self
@@ -370,6 +383,10 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
         Ok(last)
     }
 }
+
+/// How long the stream may be quiet before the sink is asked to store
+/// what it holds back ([`Sink::store_while_idle`]).
+const IDLE_TICK: Duration = Duration::from_secs(1);
 
 /// A number in [0, 1) that differs between processes and calls, for the
 /// backoff's jitter (no cryptographic quality needed).

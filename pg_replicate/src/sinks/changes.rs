@@ -3,12 +3,10 @@
 //!
 //! [`change_arrow_schema`]: crate::types::change::change_arrow_schema
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, RecordBatch, StructArray, UInt8Array,
-};
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch, StructArray, UInt8Array};
 use arrow::datatypes::UInt8Type;
 
-use crate::types::change::{is_unchanged, ChangeOp, OLD_COLUMN, OP_COLUMN, UNCHANGED_COLUMN};
+use crate::types::change::{ChangeOp, OLD_COLUMN, OP_COLUMN, UNCHANGED_COLUMN};
 use crate::types::TableSchema;
 use crate::{Error, ErrorKind, Result};
 
@@ -78,6 +76,7 @@ impl<'a> Changes<'a> {
     }
 
     /// Whether there are no changes.
+    #[cfg(any(feature = "duckdb", feature = "bigquery", feature = "snowflake"))]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -89,7 +88,9 @@ impl<'a> Changes<'a> {
 
     /// Per table column, the flags of the changes that leave it unchanged;
     /// `None` for columns no change leaves unchanged.
-    pub fn unchanged_flags(&self) -> Vec<Option<BooleanArray>> {
+    #[cfg(any(feature = "duckdb", feature = "bigquery", feature = "snowflake"))]
+    pub fn unchanged_flags(&self) -> Vec<Option<arrow::array::BooleanArray>> {
+        use crate::types::change::is_unchanged;
         let width = self.table.columns.len();
         let mut flagged = vec![false; width];
         if self.unchanged.null_count() < self.len() {

@@ -8,10 +8,17 @@
 
 #[cfg(feature = "bigquery")]
 pub mod bigquery;
-#[cfg(any(feature = "duckdb", feature = "bigquery", feature = "snowflake"))]
+#[cfg(any(
+    feature = "duckdb",
+    feature = "bigquery",
+    feature = "snowflake",
+    feature = "files"
+))]
 pub(crate) mod changes;
 #[cfg(feature = "duckdb")]
 pub mod duckdb;
+#[cfg(feature = "files")]
+pub mod files;
 #[cfg(any(feature = "bigquery", feature = "snowflake"))]
 pub(crate) mod local_server;
 #[cfg(any(feature = "duckdb", feature = "bigquery"))]
@@ -60,4 +67,12 @@ pub trait Sink: Send {
     /// everything the sink received is durably stored (normally
     /// `batch.end_lsn`). The pipeline confirms exactly this LSN to the source.
     async fn write_cdc_batch(&mut self, batch: CdcBatch) -> Result<Lsn>;
+
+    /// Called while the stream is quiet (no batch for about a second): a
+    /// sink that holds data back before making it durable (files waiting
+    /// for their roll time) stores what is due and returns its new durable
+    /// LSN. `None`, the default, when nothing changed.
+    async fn store_while_idle(&mut self) -> Result<Option<Lsn>> {
+        Ok(None)
+    }
 }

@@ -202,4 +202,7 @@ impl<K: Sink> Sink for TransformSink<K> {
             })
             .await
     }
+    async fn store_while_idle(&mut self) -> Result<Option<Lsn>> {
+        self.sink.store_while_idle().await
+    }
 }

@@ -165,7 +165,7 @@ fn spawn_child(
 }
 
 /// Random-ish changes of every kind, in small transactions.
-async fn write_changes(db: &TestDb, round: u64) {
+pub async fn write_changes(db: &TestDb, round: u64) {
     let base = 1_000_000 + round * 1000;
     db.execute(&format!(
         "BEGIN;
@@ -284,7 +284,7 @@ async fn catch_up_and_compare(
 }
 
 /// The tables of the kill tests, `big_rows` rows in `big`.
-async fn create_tables(db: &TestDb, publication: &str, big_rows: u64) {
+pub async fn create_tables(db: &TestDb, publication: &str, big_rows: u64) {
     db.execute(&format!(
         "CREATE TABLE big (id bigint PRIMARY KEY, v text, n int, amount numeric(12,2));
          CREATE TABLE small (id int PRIMARY KEY, v bigint);

@@ -97,6 +97,10 @@ mod duckdb_kill;
 mod duckdb_types;
 mod errors;
 mod fault_proxy;
+#[cfg(all(feature = "files", feature = "duckdb"))]
+mod files;
+#[cfg(all(feature = "files", feature = "duckdb"))]
+mod files_common;
 #[cfg(feature = "duckdb")]
 mod manager;
 mod memory_sink;
