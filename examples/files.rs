@@ -8,6 +8,11 @@
 //!     --dir replica-files --format parquet cdc my_publication files_slot
 //! ```
 //!
+//! With `--s3-bucket` the files go to S3 (or an S3-compatible server given
+//! by `--s3-endpoint`), with the credentials from `AWS_ACCESS_KEY_ID` and
+//! `AWS_SECRET_ACCESS_KEY`; `--dir` is then where files are built before
+//! their upload.
+//!
 //! Files are listed when they reach `--max-rows` or `--max-mb`, or at the
 //! latest `--max-age-secs` after their first change. docs/files.md shows
 //! the layout and how a warehouse loads it.
@@ -17,7 +22,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use pg_replicate::pipeline::DataPipeline;
-use pg_replicate::sinks::files::{FileFormat, FilesSink, FilesSinkConfig, RollPolicy};
+use pg_replicate::sinks::files::{
+    FileFormat, FilesDestination, FilesSink, FilesSinkConfig, RollPolicy, S3Settings,
+};
 use pg_replicate_examples::{init_logging, shutdown_on_signal, Command, DbArgs, ProgressSink};
 
 /// Replicate a Postgres database into Parquet or CSV files.
@@ -42,6 +49,34 @@ struct Cli {
     /// Seconds a change waits at most before its file is listed.
     #[arg(long, default_value_t = RollPolicy::default().max_age.as_secs())]
     max_age_secs: u64,
+    /// Upload the files to this S3 bucket (it must exist).
+    #[arg(long)]
+    s3_bucket: Option<String>,
+    /// The prefix under which the files go in the bucket.
+    #[arg(long, default_value = "")]
+    s3_prefix: String,
+    /// The bucket's region.
+    #[arg(long, default_value = "us-east-1", env = "AWS_REGION")]
+    s3_region: String,
+    /// An S3-compatible server instead of AWS, for example http://127.0.0.1:9000.
+    #[arg(long)]
+    s3_endpoint: Option<String>,
+    /// The access key id.
+    #[arg(
+        long,
+        env = "AWS_ACCESS_KEY_ID",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    s3_access_key_id: String,
+    /// The secret access key.
+    #[arg(
+        long,
+        env = "AWS_SECRET_ACCESS_KEY",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    s3_secret_access_key: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,8 +105,24 @@ async fn run(cli: Cli) -> Result<(), pg_replicate::Error> {
     let cancel = shutdown_on_signal();
     let (source, action, _identity) = cli.command.into_source(connection);
     let source = cli.db.configure(source);
+    let destination = match cli.s3_bucket {
+        None => FilesDestination::Local,
+        Some(bucket) => FilesDestination::ObjectStore(
+            S3Settings {
+                bucket,
+                prefix: cli.s3_prefix,
+                region: cli.s3_region,
+                endpoint: cli.s3_endpoint,
+                access_key_id: cli.s3_access_key_id,
+                secret_access_key: cli.s3_secret_access_key,
+                session_token: std::env::var("AWS_SESSION_TOKEN").ok(),
+            }
+            .location()?,
+        ),
+    };
     let sink = FilesSink::open(FilesSinkConfig {
         root: cli.dir,
+        destination,
         format: match cli.format {
             Format::Parquet => FileFormat::Parquet,
             Format::Csv => FileFormat::Csv,

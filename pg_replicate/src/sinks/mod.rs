@@ -19,7 +19,11 @@ pub(crate) mod changes;
 pub mod duckdb;
 #[cfg(feature = "files")]
 pub mod files;
-#[cfg(any(feature = "bigquery", feature = "snowflake"))]
+#[cfg(any(
+    feature = "bigquery",
+    feature = "snowflake",
+    feature = "files-object-store"
+))]
 pub(crate) mod local_server;
 #[cfg(any(feature = "duckdb", feature = "bigquery"))]
 pub(crate) mod plan;

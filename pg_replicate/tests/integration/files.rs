@@ -10,21 +10,25 @@ use std::time::{Duration, Instant};
 
 use pg_replicate::pipeline::{DataPipeline, PipelineAction};
 use pg_replicate::sinks::files::{
-    read_manifests, FileFormat, FilesSink, FilesSinkConfig, ManifestEntry, RollPolicy,
+    read_manifests, FileFormat, FilesDestination, FilesSink, FilesSinkConfig, ManifestEntry,
+    RollPolicy,
 };
 use pg_replicate::sources::postgres::PostgresSource;
 use serde_json::Value;
 
 use crate::common::{start_with, test_batch_config, wait_slot_inactive};
 use crate::duckdb_kill::{create_tables, write_changes};
-use crate::files_common::{assert_same, file_rows, replay, wait_all_listed, wait_copied};
+use crate::files_common::{
+    assert_same, file_rows, local_file, replay, wait_all_listed, wait_copied,
+};
 use crate::support::{fresh_database, TestDb};
 
 const CHILD_ENV: &str = "PGR_FILES_KILL_CHILD";
 
-fn config(root: &Path, format: FileFormat, max_rows: u64) -> FilesSinkConfig {
+pub fn config(root: &Path, format: FileFormat, max_rows: u64) -> FilesSinkConfig {
     FilesSinkConfig {
         root: root.to_path_buf(),
+        destination: FilesDestination::Local,
         format,
         roll: RollPolicy {
             max_rows,
@@ -34,7 +38,7 @@ fn config(root: &Path, format: FileFormat, max_rows: u64) -> FilesSinkConfig {
     }
 }
 
-fn keys() -> HashMap<&'static str, Vec<&'static str>> {
+pub fn keys() -> HashMap<&'static str, Vec<&'static str>> {
     HashMap::from([
         ("public.big", vec!["id"]),
         ("public.small", vec!["id"]),
@@ -42,7 +46,7 @@ fn keys() -> HashMap<&'static str, Vec<&'static str>> {
     ])
 }
 
-fn scratch_dir(db: &TestDb, what: &str) -> PathBuf {
+pub fn scratch_dir(db: &TestDb, what: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pgr_files_{what}_{}", db.name()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
@@ -66,9 +70,10 @@ async fn replays_to_source_tables(format: FileFormat) {
     ))
     .await;
     let root = scratch_dir(&db, format.extension());
-    let sink = FilesSink::open(config(&root, format, 700)).unwrap();
+    let config = config(&root, format, 700);
+    let sink = FilesSink::open(config.clone()).unwrap();
     let running = start_with(&db, &publication, &slot, sink, PipelineAction::Both);
-    wait_copied(&root, 4).await;
+    wait_copied(&config, 4).await;
     for round in 0..6 {
         write_changes(&db, round).await;
     }
@@ -87,7 +92,7 @@ async fn replays_to_source_tables(format: FileFormat) {
     wait_all_listed(&db, &slot, Duration::from_secs(60)).await;
     running.stop().await.unwrap();
 
-    let replayed = replay(&root, &keys());
+    let replayed = replay(&config, &keys()).await;
     let context = format!("{format:?}");
     for table in ["big", "small", "keyless"] {
         assert_same(&db, &replayed, &format!("public.{table}"), None, &context).await;
@@ -103,7 +108,7 @@ async fn replays_to_source_tables(format: FileFormat) {
         big.changes,
         big.files
     );
-    let manifests = read_manifests(&root).unwrap();
+    let manifests = read_manifests(&config).await.unwrap();
     let small = manifests
         .iter()
         .find(|(_, m)| m.table == "small")
@@ -116,16 +121,15 @@ async fn replays_to_source_tables(format: FileFormat) {
             .any(|e| matches!(e, ManifestEntry::Truncate { .. })),
         "the truncate of small is listed"
     );
-    let (dir, docs) = manifests.iter().find(|(_, m)| m.table == "docs").unwrap();
+    let (folder, docs) = manifests.iter().find(|(_, m)| m.table == "docs").unwrap();
     assert!(docs.copied_at.is_some());
 
     // The values themselves, as the file holds them.
-    let rows: Vec<_> = docs
-        .entries
-        .iter()
-        .filter_map(ManifestEntry::file)
-        .flat_map(|f| file_rows(&dir.join(f)))
-        .collect();
+    let mut rows = Vec::new();
+    for file in docs.entries.iter().filter_map(ManifestEntry::file) {
+        let path = local_file(&config, folder, file).await.unwrap();
+        rows.extend(file_rows(&path));
+    }
     let copied = rows
         .iter()
         .find(|r| r["id"].as_deref() == Some("3") && r["_pgr_op"].as_deref() == Some("insert"))
@@ -247,11 +251,12 @@ async fn killed_at_any_point_lists_every_change_once() {
     }
 
     // A last run catches up; the listed files must add up to Postgres.
-    let sink = FilesSink::open(config(&root, FileFormat::Parquet, 400)).unwrap();
+    let config = config(&root, FileFormat::Parquet, 400);
+    let sink = FilesSink::open(config.clone()).unwrap();
     let running = start_with(&db, &publication, &slot, sink, PipelineAction::Both);
     wait_all_listed(&db, &slot, Duration::from_secs(120)).await;
     running.stop().await.unwrap();
-    let replayed = replay(&root, &keys());
+    let replayed = replay(&config, &keys()).await;
     let context = format!("{round} rounds of changes, 7 kills");
     for table in ["big", "small", "keyless"] {
         assert_same(&db, &replayed, &format!("public.{table}"), None, &context).await;

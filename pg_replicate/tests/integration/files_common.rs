@@ -2,10 +2,12 @@
 //! replayed in manifest order into the tables' current state.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pg_replicate::sinks::files::{read_manifests, ManifestEntry};
+use pg_replicate::sinks::files::{
+    read_manifests, FilesDestination, FilesSinkConfig, ManifestEntry,
+};
 
 use crate::common::confirmed_flush;
 use crate::support::TestDb;
@@ -107,12 +109,69 @@ pub struct Replayed {
     pub changes: usize,
 }
 
-/// Replays the listed files of every table under `root`: by key (`key`
-/// columns), or, for tables without one, as a multiset matched on whole
-/// rows. Panics when a change appears twice or a listed file is missing.
-pub fn replay(root: &Path, keys: &HashMap<&str, Vec<&str>>) -> HashMap<String, Replayed> {
+/// The names of the objects in `folder`.
+async fn folder_files(config: &FilesSinkConfig, folder: &str) -> Vec<String> {
+    match &config.destination {
+        #[cfg(feature = "files-object-store")]
+        FilesDestination::ObjectStore(location) => {
+            use futures_util::TryStreamExt;
+            use object_store::ObjectStore;
+            let prefix = object_store::path::Path::from(format!("{}/{folder}", location.prefix));
+            let objects: Vec<_> = location
+                .store
+                .list(Some(&prefix))
+                .try_collect()
+                .await
+                .unwrap();
+            objects
+                .iter()
+                .map(|o| o.location.filename().unwrap().to_owned())
+                .collect()
+        }
+        _ => std::fs::read_dir(config.root.join(folder))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+    }
+}
+
+/// A local path of the listed file `file` of `folder` (downloaded from an
+/// object store), or `None` when it does not exist.
+pub async fn local_file(config: &FilesSinkConfig, folder: &str, file: &str) -> Option<PathBuf> {
+    match &config.destination {
+        #[cfg(feature = "files-object-store")]
+        FilesDestination::ObjectStore(location) => {
+            use object_store::ObjectStore;
+            let key =
+                object_store::path::Path::from(format!("{}/{folder}/{file}", location.prefix));
+            let bytes = match location.store.get(&key).await {
+                Ok(found) => found.bytes().await.unwrap(),
+                Err(object_store::Error::NotFound { .. }) => return None,
+                Err(e) => panic!("download {key}: {e}"),
+            };
+            let dir = config.root.join("_downloaded").join(folder);
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join(file);
+            std::fs::write(&path, bytes).unwrap();
+            Some(path)
+        }
+        _ => {
+            let path = config.root.join(folder).join(file);
+            path.exists().then_some(path)
+        }
+    }
+}
+
+/// Replays the listed files of every table a sink with `config` wrote: by
+/// key (`key` columns), or, for tables without one, as a multiset matched
+/// on whole rows. Panics when a change appears twice, a listed file is
+/// missing or a data file is not listed.
+pub async fn replay(
+    config: &FilesSinkConfig,
+    keys: &HashMap<&str, Vec<&str>>,
+) -> HashMap<String, Replayed> {
     let mut tables = HashMap::new();
-    for (dir, manifest) in read_manifests(root).unwrap() {
+    for (folder, manifest) in read_manifests(config).await.unwrap() {
         let name = format!("{}.{}", manifest.schema, manifest.table);
         let key = keys.get(name.as_str()).cloned().unwrap_or_default();
         let mut by_key: BTreeMap<Vec<Option<String>>, Row> = BTreeMap::new();
@@ -120,8 +179,7 @@ pub fn replay(root: &Path, keys: &HashMap<&str, Vec<&str>>) -> HashMap<String, R
         let mut seen = HashSet::new();
         let (mut files, mut changes) = (0, 0);
         let listed: HashSet<&str> = manifest.entries.iter().filter_map(|e| e.file()).collect();
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let file = entry.unwrap().file_name().to_string_lossy().into_owned();
+        for file in folder_files(config, &folder).await {
             assert!(
                 file.starts_with('_') || listed.contains(file.as_str()),
                 "{name}: {file} is in the folder but not listed"
@@ -136,8 +194,9 @@ pub fn replay(root: &Path, keys: &HashMap<&str, Vec<&str>>) -> HashMap<String, R
                 }
                 other => other.file().unwrap(),
             };
-            let path = dir.join(file);
-            assert!(path.exists(), "{name}: the listed {file} is missing");
+            let path = local_file(config, &folder, file)
+                .await
+                .unwrap_or_else(|| panic!("{name}: the listed {file} is missing"));
             files += 1;
             for mut row in file_rows(&path) {
                 let op = row.remove("_pgr_op").flatten().unwrap();
@@ -307,11 +366,12 @@ pub async fn assert_same(
     }
 }
 
-/// Waits until `tables` tables under `root` are copied.
-pub async fn wait_copied(root: &Path, tables: usize) {
+/// Waits until `tables` tables a sink with `config` writes are copied.
+pub async fn wait_copied(config: &FilesSinkConfig, tables: usize) {
     let start = std::time::Instant::now();
     loop {
-        let copied = read_manifests(root)
+        let copied = read_manifests(config)
+            .await
             .unwrap()
             .iter()
             .filter(|(_, m)| m.copied_at.is_some())

@@ -101,6 +101,8 @@ mod fault_proxy;
 mod files;
 #[cfg(all(feature = "files", feature = "duckdb"))]
 mod files_common;
+#[cfg(all(feature = "files-object-store", feature = "duckdb"))]
+mod files_s3;
 #[cfg(feature = "duckdb")]
 mod manager;
 mod memory_sink;

@@ -53,13 +53,29 @@ impl Default for RollPolicy {
     }
 }
 
+/// Where the files go.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FilesDestination {
+    /// Into [`FilesSinkConfig::root`]: a folder per table.
+    #[default]
+    Local,
+    /// Into an object store (S3, GCS, Azure, …) under a prefix; the files
+    /// are built in [`FilesSinkConfig::root`] first.
+    #[cfg(feature = "files-object-store")]
+    ObjectStore(super::remote::ObjectStoreLocation),
+}
+
 /// Configuration of a [`FilesSink`](super::FilesSink).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FilesSinkConfig {
-    /// The directory the sink owns: a folder per table, each with its
-    /// manifest and data files. Created when missing. Files in it that no
-    /// manifest lists are removed when the sink opens.
+    /// With a local destination, the directory the sink owns: a folder per
+    /// table, each with its manifest and data files. With an object store,
+    /// the local folder where files are built before their upload. Created
+    /// when missing.
     pub root: PathBuf,
+    /// The local folder or an object store.
+    pub destination: FilesDestination,
     /// Parquet or CSV.
     pub format: FileFormat,
     /// When files are closed.
@@ -71,8 +87,33 @@ impl FilesSinkConfig {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
+            destination: FilesDestination::Local,
             format: FileFormat::default(),
             roll: RollPolicy::default(),
+        }
+    }
+
+    /// Parquet files uploaded to `location`, built in the local folder
+    /// `spool` first, rolled by the default policy.
+    #[cfg(feature = "files-object-store")]
+    pub fn object_store(
+        location: super::remote::ObjectStoreLocation,
+        spool: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            destination: FilesDestination::ObjectStore(location),
+            ..Self::new(spool)
+        }
+    }
+
+    /// The storage the files go to.
+    pub(super) fn storage(&self) -> super::storage::Storage {
+        match &self.destination {
+            FilesDestination::Local => super::storage::Storage::Local(self.root.clone()),
+            #[cfg(feature = "files-object-store")]
+            FilesDestination::ObjectStore(location) => {
+                super::storage::Storage::Remote(super::remote::Remote::new(location.clone()))
+            }
         }
     }
 

@@ -5,11 +5,10 @@
 //! The sink state (`_pg_replicate_state.json` in the root): the position
 //! from which a restarted sink asks for changes again.
 
-use std::path::{Path, PathBuf};
-
 use serde::{Deserialize, Serialize};
 
-use super::durable::{io_error, replace_file};
+use super::config::FilesSinkConfig;
+use super::storage::Storage;
 use crate::types::{Lsn, TableId, TableSchema};
 use crate::{Error, ErrorKind, Result};
 
@@ -114,45 +113,42 @@ impl Manifest {
         TableId(self.table_id)
     }
 
-    /// Writes the manifest into `dir`, replacing the last one atomically.
-    pub(super) fn store(&self, dir: &Path) -> Result<()> {
+    /// Writes the manifest of `folder`, replacing the last one atomically.
+    pub(super) async fn store(&self, storage: &Storage, folder: &str) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| {
             Error::with_source(ErrorKind::Internal, "could not encode a manifest", e)
         })?;
-        replace_file(&dir.join(MANIFEST_FILE), &bytes)
+        storage
+            .put(&format!("{folder}/{MANIFEST_FILE}"), bytes)
+            .await
     }
 
-    /// Reads the manifest in `dir`, if there is one.
-    pub fn load(dir: &Path) -> Result<Option<Self>> {
-        let path = dir.join(MANIFEST_FILE);
-        let Some(bytes) = read_if_exists(&path)? else {
+    /// Reads the manifest of `folder`, if there is one.
+    pub(super) async fn load(storage: &Storage, folder: &str) -> Result<Option<Self>> {
+        let key = format!("{folder}/{MANIFEST_FILE}");
+        let Some(bytes) = storage.get(&key).await? else {
             return Ok(None);
         };
-        let manifest: Self = serde_json::from_slice(&bytes).map_err(|e| corrupt(&path, e))?;
-        check_version(&path, manifest.format_version)?;
+        let manifest: Self =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(storage, &key, e))?;
+        check_version(storage, &key, manifest.format_version)?;
         Ok(Some(manifest))
     }
 }
 
-/// The manifests of every table folder under `root`, with their folders.
-pub fn read_manifests(root: &Path) -> Result<Vec<(PathBuf, Manifest)>> {
+/// The manifests of every table folder a sink with `config` writes, with
+/// the folders' names.
+pub async fn read_manifests(config: &FilesSinkConfig) -> Result<Vec<(String, Manifest)>> {
+    load_manifests(&config.storage()).await
+}
+
+pub(super) async fn load_manifests(storage: &Storage) -> Result<Vec<(String, Manifest)>> {
     let mut manifests = Vec::new();
-    let entries = match std::fs::read_dir(root) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(manifests),
-        Err(e) => return Err(io_error("list", root, e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(|e| io_error("list", root, e))?;
-        let dir = entry.path();
-        if !dir.is_dir() {
-            continue;
-        }
-        if let Some(manifest) = Manifest::load(&dir)? {
-            manifests.push((dir, manifest));
+    for folder in storage.folders().await? {
+        if let Some(manifest) = Manifest::load(storage, &folder).await? {
+            manifests.push((folder, manifest));
         }
     }
-    manifests.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(manifests)
 }
 
@@ -167,55 +163,48 @@ pub(super) struct SinkState {
 }
 
 impl SinkState {
-    pub(super) fn load(root: &Path) -> Result<Self> {
-        let path = root.join(STATE_FILE);
-        let Some(bytes) = read_if_exists(&path)? else {
+    pub(super) async fn load(storage: &Storage) -> Result<Self> {
+        let Some(bytes) = storage.get(STATE_FILE).await? else {
             return Ok(Self::default());
         };
-        let state: Self = serde_json::from_slice(&bytes).map_err(|e| corrupt(&path, e))?;
-        check_version(&path, state.format_version)?;
+        let state: Self =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(storage, STATE_FILE, e))?;
+        check_version(storage, STATE_FILE, state.format_version)?;
         Ok(state)
     }
 
-    pub(super) fn store(&self, root: &Path) -> Result<()> {
+    pub(super) async fn store(&self, storage: &Storage) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| {
             Error::with_source(ErrorKind::Internal, "could not encode the sink state", e)
         })?;
-        replace_file(&root.join(STATE_FILE), &bytes)
+        storage.put(STATE_FILE, bytes).await
     }
 }
 
-fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_error("read", path, e)),
-    }
-}
-
-fn corrupt(path: &Path, error: serde_json::Error) -> Error {
+fn corrupt(storage: &Storage, key: &str, error: serde_json::Error) -> Error {
     // Not retried: the file stays as it is until someone acts.
     Error::with_source(
         ErrorKind::Config,
         format!(
-            "{} is not a manifest or state file this library wrote (edited by hand?); restore it or \
-             replicate into a fresh directory",
-            path.display()
+            "{key} in {} is not a manifest or state file this library wrote (edited by hand?); \
+             restore it or replicate into a fresh location",
+            storage.describe()
         ),
         error,
     )
 }
 
-fn check_version(path: &Path, version: u32) -> Result<()> {
+fn check_version(storage: &Storage, key: &str, version: u32) -> Result<()> {
     if version == FILES_FORMAT_VERSION {
         return Ok(());
     }
     Err(Error::new(
         ErrorKind::Config,
         format!(
-            "{} has layout version {version}, this library reads version {FILES_FORMAT_VERSION}: \
-             use the library version that wrote it, or replicate into a fresh directory",
-            path.display()
+            "{key} in {} has layout version {version}, this library reads version \
+             {FILES_FORMAT_VERSION}: use the library version that wrote it, or replicate into a \
+             fresh location",
+            storage.describe()
         ),
     ))
 }

@@ -35,13 +35,23 @@
 mod config;
 mod csv;
 mod durable;
+#[cfg(feature = "files-object-store")]
+mod emulator;
 mod manifest;
 pub mod record;
+#[cfg(feature = "files-object-store")]
+mod remote;
 mod sink;
+mod storage;
 mod writer;
 
-pub use config::{FileFormat, FilesSinkConfig, RollPolicy};
+pub use config::{FileFormat, FilesDestination, FilesSinkConfig, RollPolicy};
+#[cfg(feature = "files-object-store")]
+pub use emulator::LocalS3;
 pub use manifest::{
     read_manifests, Manifest, ManifestEntry, FILES_FORMAT_VERSION, MANIFEST_FILE, STATE_FILE,
 };
+#[cfg(feature = "files-object-store")]
+pub use remote::{ObjectStoreLocation, S3Settings};
 pub use sink::FilesSink;
+pub use storage::MULTIPART_PART;

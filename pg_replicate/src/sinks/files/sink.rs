@@ -1,8 +1,7 @@
 //! [`FilesSink`]: the [`Sink`] writing data files and their manifests.
 
-use std::collections::HashMap;
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,9 +11,10 @@ use async_trait::async_trait;
 use tracing::{debug, info};
 
 use super::config::FilesSinkConfig;
-use super::durable::{create_dir, io_error, sync_dir};
-use super::manifest::{read_manifests, Manifest, ManifestEntry, SinkState, FILES_FORMAT_VERSION};
+use super::durable::{create_dir, io_error};
+use super::manifest::{load_manifests, Manifest, ManifestEntry, SinkState, FILES_FORMAT_VERSION};
 use super::record::{changes_from, FileLayout, FILE_LSN_COLUMN};
+use super::storage::Storage;
 use super::writer::{FinishedFile, OpenFile};
 use crate::sinks::Sink;
 use crate::types::change::{CdcBatch, CdcEvent, ResumptionState};
@@ -29,9 +29,10 @@ const TMP_DIR: &str = "_tmp";
 /// complete. See the [module documentation](super).
 pub struct FilesSink {
     config: FilesSinkConfig,
+    storage: Storage,
     tables: HashMap<TableId, TableFiles>,
-    /// Manifests found on disk, by table, with their folders.
-    stored: HashMap<TableId, (PathBuf, Manifest)>,
+    /// Manifests found in the storage, by table, with their folders.
+    stored: HashMap<TableId, (String, Manifest)>,
     state: SinkState,
     /// End LSN of the last batch received.
     position: Lsn,
@@ -44,7 +45,7 @@ pub struct FilesSink {
 struct TableFiles {
     schema: Arc<TableSchema>,
     layout: FileLayout,
-    dir: PathBuf,
+    folder: String,
     manifest: Manifest,
     open: Option<OpenFile>,
     /// Finished files and truncates, in order, not yet listed.
@@ -65,22 +66,24 @@ enum Pending {
 
 impl FilesSink {
     /// Opens the sink on `config.root`, creating the folder when missing.
-    /// Files there that no manifest lists (left by a process that stopped
-    /// while writing) are removed.
+    /// The destination is read when the pipeline starts (an object store's
+    /// bucket and credentials are checked then); files there that no
+    /// manifest lists, left by a process that stopped while publishing
+    /// them, are removed.
     pub fn open(config: FilesSinkConfig) -> Result<Self> {
         config.validate()?;
         create_dir(&config.root)?;
-        let mut sink = Self {
+        let storage = config.storage();
+        Ok(Self {
             config,
+            storage,
             tables: HashMap::new(),
             stored: HashMap::new(),
             state: SinkState::default(),
             position: Lsn::ZERO,
             in_transaction: false,
             next_tmp: 0,
-        };
-        sink.reload()?;
-        Ok(sink)
+        })
     }
 
     /// The sink's configuration.
@@ -89,22 +92,23 @@ impl FilesSink {
     }
 
     /// Forgets everything not listed and reads the manifests and the
-    /// state from disk again.
-    fn reload(&mut self) -> Result<()> {
+    /// state again.
+    async fn reload(&mut self) -> Result<()> {
         let tmp = self.config.root.join(TMP_DIR);
         if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(|e| io_error("clear", &tmp, e))?;
+            std::fs::remove_dir_all(&tmp).map_err(|e| io_error("clear", &tmp, e))?;
         }
         create_dir(&tmp)?;
+        self.storage.check().await?;
         self.tables.clear();
         self.stored.clear();
-        self.state = SinkState::load(&self.config.root)?;
+        self.state = SinkState::load(&self.storage).await?;
         // The stream starts again at this position or later.
         self.position = self.state.last_lsn.unwrap_or(Lsn::ZERO);
         self.in_transaction = false;
-        for (dir, manifest) in read_manifests(&self.config.root)? {
-            remove_unlisted(&dir, &manifest)?;
-            self.stored.insert(manifest.id(), (dir, manifest));
+        for (folder, manifest) in load_manifests(&self.storage).await? {
+            remove_unlisted(&self.storage, &folder, &manifest).await?;
+            self.stored.insert(manifest.id(), (folder, manifest));
         }
         Ok(())
     }
@@ -113,8 +117,8 @@ impl FilesSink {
     /// `schema` (closing the open file when the schema changed).
     fn table(&mut self, schema: &Arc<TableSchema>) -> Result<&mut TableFiles> {
         if !self.tables.contains_key(&schema.id) {
-            let (dir, manifest) = match self.stored.get(&schema.id) {
-                Some((dir, manifest)) => (dir.clone(), manifest.clone()),
+            let (folder, manifest) = match self.stored.get(&schema.id) {
+                Some((folder, manifest)) => (folder.clone(), manifest.clone()),
                 None => (self.new_folder(schema), Manifest::empty(schema)),
             };
             self.tables.insert(
@@ -122,7 +126,7 @@ impl FilesSink {
                 TableFiles {
                     schema: schema.clone(),
                     layout: FileLayout::new(schema),
-                    dir,
+                    folder,
                     manifest,
                     open: None,
                     pending: Vec::new(),
@@ -148,20 +152,19 @@ impl FilesSink {
     /// A folder for a table seen for the first time: `schema.table`,
     /// escaped, with the oid appended when a dropped table of the same
     /// name holds that folder.
-    fn new_folder(&self, schema: &TableSchema) -> PathBuf {
+    fn new_folder(&self, schema: &TableSchema) -> String {
         let name = format!(
             "{}.{}",
             escape(&schema.name.schema),
             escape(&schema.name.name)
         );
-        let taken = self.stored.values().any(|(dir, _)| dir.ends_with(&name))
-            || self.tables.values().any(|t| t.dir.ends_with(&name));
-        let name = if taken {
+        let taken = self.stored.values().any(|(folder, _)| *folder == name)
+            || self.tables.values().any(|t| t.folder == name);
+        if taken {
             format!("{name}.{}", schema.id)
         } else {
             name
-        };
-        self.config.root.join(name)
+        }
     }
 
     fn tmp_path(&mut self) -> PathBuf {
@@ -201,7 +204,7 @@ impl FilesSink {
 
     /// Lists the files of every table that has a closed file waiting or
     /// data older than the roll policy's `max_age`, then stores the state.
-    fn commit_due(&mut self) -> Result<()> {
+    async fn commit_due(&mut self) -> Result<()> {
         let max_age = self.config.roll.max_age;
         let (extension, until) = (self.config.format.extension(), self.position);
         let mut committed = 0;
@@ -211,7 +214,7 @@ impl FilesSink {
                     .unlisted
                     .is_some_and(|(_, since)| since.elapsed() >= max_age);
             if due {
-                table.commit(until, extension)?;
+                table.commit(&self.storage, until, extension).await?;
                 committed += 1;
             }
         }
@@ -220,7 +223,7 @@ impl FilesSink {
                 format_version: FILES_FORMAT_VERSION,
                 last_lsn: Some(self.durable()),
             };
-            self.state.store(&self.config.root)?;
+            self.state.store(&self.storage).await?;
             debug!(tables = committed, position = %until, "data files listed");
         }
         Ok(())
@@ -233,15 +236,6 @@ impl FilesSink {
             .filter_map(|t| t.unlisted.map(|(lsn, _)| lsn))
             .min()
             .unwrap_or(self.position)
-    }
-
-    fn table_mut(&mut self, table: &TableSchema) -> Result<&mut TableFiles> {
-        self.tables.get_mut(&table.id).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Internal,
-                format!("{} was not announced before its rows", table.name),
-            )
-        })
     }
 }
 
@@ -262,7 +256,7 @@ impl TableFiles {
         self.open = None;
         for pending in self.pending.drain(..) {
             if let Pending::File(file) = pending {
-                let _ = fs::remove_file(&file.path);
+                let _ = std::fs::remove_file(&file.path);
             }
         }
         self.unlisted = None;
@@ -271,12 +265,11 @@ impl TableFiles {
     /// Moves the waiting files into the table's folder and lists them (and
     /// the truncates) in the manifest, which then covers changes up to
     /// `until`.
-    fn commit(&mut self, until: Lsn, extension: &str) -> Result<()> {
+    async fn commit(&mut self, storage: &Storage, until: Lsn, extension: &str) -> Result<()> {
         self.finish_open()?;
-        create_dir(&self.dir)?;
         let mut manifest = self.manifest.clone();
         let pending = std::mem::take(&mut self.pending);
-        let mut moved = false;
+        let mut published = false;
         for item in &pending {
             match item {
                 Pending::File(file) => {
@@ -287,9 +280,10 @@ impl TableFiles {
                         first.0, last.0, manifest.next_file
                     );
                     manifest.next_file += 1;
-                    fs::rename(&file.path, self.dir.join(&name))
-                        .map_err(|e| io_error("move the data file into", &self.dir, e))?;
-                    moved = true;
+                    storage
+                        .publish(&file.path, &format!("{}/{name}", self.folder))
+                        .await?;
+                    published = true;
                     manifest.entries.push(ManifestEntry::Changes {
                         file: name,
                         rows: file.rows,
@@ -309,11 +303,11 @@ impl TableFiles {
                 }),
             }
         }
-        if moved {
-            sync_dir(&self.dir)?;
+        if published {
+            storage.sync_folder(&self.folder)?;
         }
         manifest.covers_until = manifest.covers_until.max(until);
-        manifest.store(&self.dir)?;
+        manifest.store(storage, &self.folder).await?;
         self.manifest = manifest;
         self.unlisted = None;
         Ok(())
@@ -324,7 +318,7 @@ impl TableFiles {
 impl Sink for FilesSink {
     async fn resumption_state(&mut self) -> Result<ResumptionState> {
         // A new run (or a retry) receives everything not listed again.
-        self.reload()?;
+        self.reload().await?;
         let copied_tables = self
             .stored
             .values()
@@ -359,9 +353,10 @@ impl Sink for FilesSink {
 
     async fn end_table_copy(&mut self, table: &Arc<TableSchema>, snapshot_lsn: Lsn) -> Result<()> {
         let extension = self.config.format.extension();
-        let files = self.table_mut(table)?;
+        let Some(files) = self.tables.get_mut(&table.id) else {
+            return Err(not_announced(table));
+        };
         files.finish_open()?;
-        create_dir(&files.dir)?;
         // The copy replaces whatever the manifest listed before.
         let mut manifest = files.manifest.clone();
         let replaced: Vec<String> = manifest
@@ -369,6 +364,7 @@ impl Sink for FilesSink {
             .drain(..)
             .filter_map(|e| e.file().map(str::to_owned))
             .collect();
+        let mut rows = 0;
         for pending in std::mem::take(&mut files.pending) {
             let Pending::File(file) = pending else {
                 continue;
@@ -378,36 +374,34 @@ impl Sink for FilesSink {
                 snapshot_lsn.0, manifest.next_file
             );
             manifest.next_file += 1;
-            fs::rename(&file.path, files.dir.join(&name))
-                .map_err(|e| io_error("move the data file into", &files.dir, e))?;
+            self.storage
+                .publish(&file.path, &format!("{}/{name}", files.folder))
+                .await?;
+            rows += file.rows;
             manifest.entries.push(ManifestEntry::Copy {
                 file: name,
                 rows: file.rows,
                 bytes: file.bytes,
             });
         }
-        sync_dir(&files.dir)?;
+        if !manifest.entries.is_empty() {
+            self.storage.sync_folder(&files.folder)?;
+        }
         manifest.copied_at = Some(snapshot_lsn);
         manifest.covers_until = snapshot_lsn;
-        manifest.store(&files.dir)?;
+        manifest.store(&self.storage, &files.folder).await?;
         for name in replaced {
             if manifest.entries.iter().all(|e| e.file() != Some(&name)) {
-                let _ = fs::remove_file(files.dir.join(&name));
+                self.storage
+                    .delete(&format!("{}/{name}", files.folder))
+                    .await?;
             }
         }
-        let rows: u64 = manifest
-            .entries
-            .iter()
-            .map(|e| match e {
-                ManifestEntry::Copy { rows, .. } => *rows,
-                _ => 0,
-            })
-            .sum();
         info!(table = %table.name, rows, files = manifest.entries.len(), "copy files listed");
         files.manifest = manifest.clone();
         files.unlisted = None;
-        let dir = files.dir.clone();
-        self.stored.insert(table.id, (dir, manifest));
+        self.stored
+            .insert(table.id, (files.folder.clone(), manifest));
         Ok(())
     }
 
@@ -453,7 +447,7 @@ impl Sink for FilesSink {
         self.position = self.position.max(batch.end_lsn);
         self.in_transaction = batch.continues;
         if !batch.continues {
-            self.commit_due()?;
+            self.commit_due().await?;
         }
         Ok(self.durable())
     }
@@ -463,30 +457,33 @@ impl Sink for FilesSink {
             return Ok(None);
         }
         let before = self.durable();
-        self.commit_due()?;
+        self.commit_due().await?;
         let after = self.durable();
         Ok((after > before).then_some(after))
     }
 }
 
-/// Removes the files of `dir` that `manifest` does not list.
-fn remove_unlisted(dir: &Path, manifest: &Manifest) -> Result<()> {
-    let listed: std::collections::HashSet<&str> = manifest
+/// Removes the data files of `folder` that `manifest` does not list.
+async fn remove_unlisted(storage: &Storage, folder: &str, manifest: &Manifest) -> Result<()> {
+    let listed: HashSet<&str> = manifest
         .entries
         .iter()
         .filter_map(ManifestEntry::file)
         .collect();
-    let entries = fs::read_dir(dir).map_err(|e| io_error("list", dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| io_error("list", dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in storage.files(folder).await? {
         let data = name.starts_with("copy-") || name.starts_with("changes-");
-        if data && !listed.contains(name) {
-            fs::remove_file(entry.path()).map_err(|e| io_error("remove", &entry.path(), e))?;
+        if data && !listed.contains(name.as_str()) {
+            storage.delete(&format!("{folder}/{name}")).await?;
         }
     }
     Ok(())
+}
+
+fn not_announced(table: &TableSchema) -> Error {
+    Error::new(
+        ErrorKind::Internal,
+        format!("{} was not announced before its rows", table.name),
+    )
 }
 
 /// The smallest and largest commit LSN of file rows.
@@ -498,14 +495,15 @@ fn lsn_range(rows: &RecordBatch) -> Option<(i64, i64)> {
 }
 
 /// A Postgres name as part of a folder name: letters, digits, `_` and `-`
-/// kept, every other byte as `%XX`.
+/// kept, every other byte as `!XX` (characters object stores accept in
+/// keys unescaped).
 fn escape(name: &str) -> String {
     let mut escaped = String::with_capacity(name.len());
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
             escaped.push(b as char);
         } else {
-            escaped.push_str(&format!("%{b:02X}"));
+            escaped.push_str(&format!("!{b:02X}"));
         }
     }
     escaped
@@ -518,7 +516,7 @@ mod tests {
     #[test]
     fn folder_names_keep_schema_and_table_apart() {
         assert_eq!(escape("public"), "public");
-        assert_eq!(escape("a.b"), "a%2Eb");
-        assert_eq!(escape("Größe x"), "Gr%C3%B6%C3%9Fe%20x");
+        assert_eq!(escape("a.b"), "a!2Eb");
+        assert_eq!(escape("Größe x"), "Gr!C3!B6!C3!9Fe!20x");
     }
 }
