@@ -23,6 +23,9 @@ pub fn destination_types() -> Vec<&'static str> {
     if cfg!(feature = "snowflake") {
         types.push("snowflake");
     }
+    if cfg!(feature = "files") {
+        types.push("files");
+    }
     types
 }
 
@@ -58,6 +61,14 @@ pub enum Destination {
     /// "task_schedule_minutes"?, "landing_schema"?}`.
     #[cfg(feature = "snowflake")]
     Snowflake(Box<SnowflakeDestination>),
+    /// Parquet or CSV files; config `{"path", "format"? ("parquet" or
+    /// "csv"), "max_rows"?, "max_mb"?, "max_age_secs"?}`, and with the
+    /// `files-object-store` feature `"s3_bucket"?, "s3_prefix"?,
+    /// "s3_region"?, "s3_endpoint"?, "s3_access_key_id"?,
+    /// "s3_secret_access_key"?` (then `path` is where files are built
+    /// before their upload).
+    #[cfg(feature = "files")]
+    Files(Box<crate::sinks::files::FilesSinkConfig>),
 }
 
 /// The settings of a Snowflake destination.
@@ -113,6 +124,8 @@ impl Destination {
         let mut fields = Fields { object, bad: &bad };
         let destination = match kind {
             "stdout" => Destination::Stdout,
+            #[cfg(feature = "files")]
+            "files" => Destination::Files(Box::new(files_config(&mut fields)?)),
             #[cfg(feature = "duckdb")]
             "duckdb" => Destination::DuckDb {
                 path: fields.required("path")?,
@@ -182,6 +195,8 @@ impl Destination {
     /// The destination's type, as in the `type` column.
     pub fn type_name(&self) -> &'static str {
         match self {
+            #[cfg(feature = "files")]
+            Destination::Files(_) => "files",
             Destination::Stdout => "stdout",
             #[cfg(feature = "duckdb")]
             Destination::DuckDb { .. } => "duckdb",
@@ -207,6 +222,15 @@ impl Destination {
                 TransformSink::new(StdoutSink::new(), transforms),
                 action,
             )),
+            #[cfg(feature = "files")]
+            Destination::Files(config) => {
+                let sink = crate::sinks::files::FilesSink::open(config.as_ref().clone())?;
+                Box::new(DataPipeline::new(
+                    source,
+                    TransformSink::new(sink, transforms),
+                    action,
+                ))
+            }
             #[cfg(feature = "duckdb")]
             Destination::DuckDb { path, memory_limit } => {
                 use crate::sinks::duckdb::{DuckDbSink, DuckDbSinkConfig};
@@ -301,6 +325,52 @@ impl SnowflakeDestination {
     }
 }
 
+/// A files destination's settings.
+#[cfg(feature = "files")]
+fn files_config<F: Fn(String) -> Error>(
+    fields: &mut Fields<'_, F>,
+) -> Result<crate::sinks::files::FilesSinkConfig> {
+    use crate::sinks::files::{FileFormat, FilesSinkConfig};
+
+    let mut config = FilesSinkConfig::new(fields.required("path")?);
+    config.format = match fields.optional("format")?.as_deref() {
+        None | Some("parquet") => FileFormat::Parquet,
+        Some("csv") => FileFormat::Csv,
+        Some(_) => {
+            return Err((fields.bad)(
+                "`format` must be \"parquet\" or \"csv\"".to_owned(),
+            ))
+        }
+    };
+    if let Some(rows) = fields.optional_u32("max_rows")? {
+        config.roll.max_rows = u64::from(rows);
+    }
+    if let Some(mb) = fields.optional_u32("max_mb")? {
+        config.roll.max_bytes = u64::from(mb) << 20;
+    }
+    if let Some(seconds) = fields.optional_u32("max_age_secs")? {
+        config.roll.max_age = std::time::Duration::from_secs(u64::from(seconds));
+    }
+    #[cfg(feature = "files-object-store")]
+    if let Some(bucket) = fields.optional("s3_bucket")? {
+        let settings = crate::sinks::files::S3Settings {
+            bucket,
+            prefix: fields.optional("s3_prefix")?.unwrap_or_default(),
+            region: fields
+                .optional("s3_region")?
+                .unwrap_or_else(|| "us-east-1".to_owned()),
+            endpoint: fields.optional("s3_endpoint")?,
+            access_key_id: fields.required("s3_access_key_id")?,
+            secret_access_key: fields.required("s3_secret_access_key")?,
+            session_token: None,
+        };
+        config.destination =
+            crate::sinks::files::FilesDestination::ObjectStore(settings.location()?);
+    }
+    config.validate()?;
+    Ok(config)
+}
+
 /// The keys of a config object, taken one by one so leftovers (typos) are
 /// reported.
 struct Fields<'a, F: Fn(String) -> Error> {
@@ -309,7 +379,12 @@ struct Fields<'a, F: Fn(String) -> Error> {
 }
 
 #[cfg_attr(
-    not(any(feature = "duckdb", feature = "bigquery", feature = "snowflake")),
+    not(any(
+        feature = "duckdb",
+        feature = "bigquery",
+        feature = "snowflake",
+        feature = "files"
+    )),
     allow(dead_code)
 )]
 impl<F: Fn(String) -> Error> Fields<'_, F> {
@@ -377,6 +452,41 @@ mod tests {
         assert!(not_object.message().contains("JSON object"), "{not_object}");
         let typo = Destination::parse("d", "stdout", "{\"pth\": \"x\"}").unwrap_err();
         assert!(typo.message().contains("`pth`"), "{typo}");
+    }
+
+    #[cfg(feature = "files-object-store")]
+    #[test]
+    fn files_destinations_read_format_limits_and_s3() {
+        let ok = Destination::parse(
+            "f",
+            "files",
+            r#"{"path": "/spool", "format": "csv", "max_rows": 500, "max_age_secs": 5,
+                "s3_bucket": "lake", "s3_access_key_id": "id", "s3_secret_access_key": "s3cr3t"}"#,
+        )
+        .unwrap();
+        let Destination::Files(config) = &ok else {
+            panic!("{ok:?}")
+        };
+        assert_eq!(config.format, crate::sinks::files::FileFormat::Csv);
+        assert_eq!(config.roll.max_rows, 500);
+        assert_eq!(config.roll.max_age, std::time::Duration::from_secs(5));
+        assert!(matches!(
+            config.destination,
+            crate::sinks::files::FilesDestination::ObjectStore(_)
+        ));
+        let bad =
+            Destination::parse("f", "files", r#"{"path": "/x", "format": "orc"}"#).unwrap_err();
+        assert!(bad.message().contains("parquet"), "{bad}");
+        let secretless = Destination::parse(
+            "f",
+            "files",
+            r#"{"path": "/x", "s3_bucket": "lake", "s3_access_key_id": "id"}"#,
+        )
+        .unwrap_err();
+        assert!(
+            secretless.message().contains("s3_secret_access_key"),
+            "{secretless}"
+        );
     }
 
     #[cfg(feature = "duckdb")]
