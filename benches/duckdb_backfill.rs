@@ -13,7 +13,7 @@
 //! The Python environment is created on first use in
 //! `~/.cache/pg_replicate/bench-venv` (pip needs the package registry once).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -27,39 +27,6 @@ use pg_replicate::types::TableName;
 use pg_replicate_benches::*;
 
 const RUNS: usize = 2;
-const PINS: &[&str] = &[
-    "duckdb==1.5.5",
-    "duckdb-extension-postgres-scanner==1.5.5",
-    "duckdb-extensions==1.5.5",
-];
-
-fn cache_dir() -> PathBuf {
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
-    home.join(".cache/pg_replicate")
-}
-
-/// The Python interpreter of the benchmark's virtual environment.
-fn python() -> PathBuf {
-    let venv = cache_dir().join("bench-venv");
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        eprintln!("creating {} ...", venv.display());
-        let status = Command::new("python3")
-            .arg("-m")
-            .arg("venv")
-            .arg(&venv)
-            .status()
-            .expect("python3");
-        assert!(status.success(), "python3 -m venv failed");
-        let status = Command::new(venv.join("bin/pip"))
-            .args(["install", "-q"])
-            .args(PINS)
-            .status()
-            .expect("pip");
-        assert!(status.success(), "pip install {PINS:?} failed");
-    }
-    python
-}
 
 fn remove_db(path: &Path) {
     let _ = std::fs::remove_file(path);
@@ -68,7 +35,7 @@ fn remove_db(path: &Path) {
 
 fn main() {
     let rows = env_count("BENCH_ROWS", 5_000_000);
-    let python = python();
+    let python = bench_python();
     eprintln!("starting PostgreSQL and generating {rows} rows ...");
     let cluster = start_cluster();
     create_mixed_table(&cluster, rows);
@@ -87,7 +54,7 @@ fn main() {
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let config = cluster.connection_config("bench", ThrowawayRole::Superuser.name());
-    let script = Path::new(&manifest_dir()).join("reference/postgres_scanner.py");
+    let script = Path::new(&bench_manifest_dir()).join("reference/postgres_scanner.py");
 
     let mut scanner_times = Vec::new();
     let mut our_times = Vec::new();
@@ -157,10 +124,4 @@ fn main() {
             },
         ],
     );
-}
-
-/// The package's directory: cargo's value at run time (the build directory
-/// may be shared by checkouts in other places), else the one built in.
-fn manifest_dir() -> String {
-    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
 }

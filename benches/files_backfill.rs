@@ -12,7 +12,7 @@
 //! The Python environment is the DuckDB benchmark's
 //! (`~/.cache/pg_replicate/bench-venv`, created on first use).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -24,34 +24,6 @@ use pg_replicate::types::TableName;
 use pg_replicate_benches::*;
 
 const RUNS: usize = 2;
-const PINS: &[&str] = &[
-    "duckdb==1.5.5",
-    "duckdb-extension-postgres-scanner==1.5.5",
-    "duckdb-extensions==1.5.5",
-];
-
-/// The Python interpreter of the benchmarks' virtual environment.
-fn python() -> PathBuf {
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
-    let venv = home.join(".cache/pg_replicate/bench-venv");
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        eprintln!("creating {} ...", venv.display());
-        let status = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3");
-        assert!(status.success(), "python3 -m venv failed");
-        let status = Command::new(venv.join("bin/pip"))
-            .args(["install", "-q"])
-            .args(PINS)
-            .status()
-            .expect("pip");
-        assert!(status.success(), "pip install {PINS:?} failed");
-    }
-    python
-}
 
 /// Bytes of the files under `dir`.
 fn size_of(dir: &Path) -> u64 {
@@ -69,7 +41,7 @@ fn size_of(dir: &Path) -> u64 {
 
 fn main() {
     let rows = env_count("BENCH_ROWS", 2_000_000);
-    let python = python();
+    let python = bench_python();
     eprintln!("starting PostgreSQL and generating {rows} rows ...");
     let cluster = start_cluster();
     create_mixed_table(&cluster, rows);
@@ -88,7 +60,7 @@ fn main() {
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let config = cluster.connection_config("bench", ThrowawayRole::Superuser.name());
-    let script = Path::new(&manifest_dir()).join("reference/postgres_to_files.py");
+    let script = Path::new(&bench_manifest_dir()).join("reference/postgres_to_files.py");
 
     for format in [FileFormat::Parquet, FileFormat::Csv] {
         let extension = format.extension();
@@ -164,9 +136,4 @@ fn main() {
             ],
         );
     }
-}
-
-/// The package's directory: cargo's value at run time, else the one built in.
-fn manifest_dir() -> String {
-    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
 }

@@ -614,3 +614,42 @@ pub async fn time_cdc<S: Sink>(
     let elapsed = start.elapsed();
     (elapsed, pipeline.into_parts().1)
 }
+
+/// The pins of the benchmarks' Python environment: DuckDB with its
+/// postgres scanner, loaded without downloads.
+const BENCH_PYTHON_PINS: &[&str] = &[
+    "duckdb==1.5.5",
+    "duckdb-extension-postgres-scanner==1.5.5",
+    "duckdb-extensions==1.5.5",
+];
+
+/// The Python interpreter of the benchmarks' virtual environment
+/// (`~/.cache/pg_replicate/bench-venv`), created on first use.
+pub fn bench_python() -> std::path::PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(|| "/tmp".into(), std::path::PathBuf::from);
+    let venv = home.join(".cache/pg_replicate/bench-venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        eprintln!("creating {} ...", venv.display());
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3");
+        assert!(status.success(), "python3 -m venv failed");
+        let status = Command::new(venv.join("bin/pip"))
+            .args(["install", "-q"])
+            .args(BENCH_PYTHON_PINS)
+            .status()
+            .expect("pip");
+        assert!(status.success(), "pip install {BENCH_PYTHON_PINS:?} failed");
+    }
+    python
+}
+
+/// The benches package's directory: cargo's value at run time (the build
+/// directory may be shared by checkouts in other places), else the one
+/// built in.
+pub fn bench_manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
+}

@@ -556,16 +556,7 @@ async fn killed_child_process() {
         .with_writer(std::sync::Mutex::new(log))
         .init();
     // The parent's server and emulator, not ones of this process.
-    let config = pg_replicate::postgres::PgConnectionConfig {
-        host: text("host"),
-        port: spec["port"].as_u64().unwrap() as u16,
-        dbname: text("db"),
-        username: text("user"),
-        password: spec["password"].as_str().map(str::to_owned),
-        ssl_mode: pg_replicate::postgres::SslMode::Disable,
-        ssl_root_cert: None,
-        application_name: None,
-    };
+    let config = crate::common::child_pg_config(&spec);
     let sink = BigQuerySink::connect(
         BigQuerySinkConfig::new(PROJECT, text("dataset"), BigQueryCredentials::None)
             .with_endpoints(text("rest"), text("grpc"))
@@ -591,33 +582,19 @@ fn spawn_child(
     publication: &str,
     slot: &str,
 ) -> std::process::Child {
-    let config = db.config();
-    let spec = serde_json::json!({
-        "host": config.host,
-        "port": config.port,
-        "user": config.username,
-        "password": config.password,
-        "db": db.name(),
-        "publication": publication,
-        "slot": slot,
-        "identity": format!("{publication}/{slot}"),
-        "dataset": dataset.id,
-        "rest": emulator().rest_endpoint(),
-        "grpc": emulator().storage_endpoint(),
-        "log": crate::common::child_log("bq", slot),
-    });
-    std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "bigquery::killed_child_process",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, spec.to_string())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
+    let spec = crate::common::child_spec(
+        db,
+        publication,
+        slot,
+        serde_json::json!({
+            "identity": format!("{publication}/{slot}"),
+            "dataset": dataset.id,
+            "rest": emulator().rest_endpoint(),
+            "grpc": emulator().storage_endpoint(),
+            "log": crate::common::child_log("bq", slot),
+        }),
+    );
+    crate::common::spawn_child_test("bigquery::killed_child_process", CHILD_ENV, &spec)
 }
 
 #[tokio::test]

@@ -275,3 +275,67 @@ impl Drop for ChildLog {
         }
     }
 }
+
+/// The spec of a kill test's child process: the parent's server and
+/// database, the publication and the slot, plus the fields of `extra`.
+pub fn child_spec(db: &TestDb, publication: &str, slot: &str, extra: Value) -> Value {
+    let config = db.config();
+    let mut spec = serde_json::json!({
+        "host": config.host,
+        "port": config.port,
+        "user": config.username,
+        "password": config.password,
+        "db": db.name(),
+        "publication": publication,
+        "slot": slot,
+    });
+    if let (Some(spec), Value::Object(extra)) = (spec.as_object_mut(), extra) {
+        spec.extend(extra);
+    }
+    spec
+}
+
+/// The parent's server, from a [`child_spec`].
+pub fn child_pg_config(spec: &Value) -> pg_replicate::postgres::PgConnectionConfig {
+    let text = |key: &str| spec[key].as_str().unwrap().to_owned();
+    pg_replicate::postgres::PgConnectionConfig {
+        host: text("host"),
+        port: spec["port"].as_u64().unwrap() as u16,
+        dbname: text("db"),
+        username: text("user"),
+        password: spec["password"].as_str().map(str::to_owned),
+        ssl_mode: pg_replicate::postgres::SslMode::Disable,
+        ssl_root_cert: None,
+        application_name: None,
+    }
+}
+
+/// Starts this test binary again to run only the ignored test `test`,
+/// with `spec` in the environment variable `env`.
+pub fn spawn_child_test(test: &str, env: &str, spec: &Value) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            test,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(env, spec.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Postgres' current WAL insert position (not the write position: the
+/// test cluster runs with synchronous_commit off).
+pub async fn current_wal_lsn(db: &TestDb) -> pg_replicate::types::Lsn {
+    let lsn: String = db
+        .client()
+        .await
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    lsn.parse().unwrap()
+}

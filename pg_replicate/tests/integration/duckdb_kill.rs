@@ -7,7 +7,7 @@
 //! only [`child_process`] (configured through environment variables).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use pg_replicate::pipeline::{DataPipeline, PipelineAction};
@@ -46,16 +46,7 @@ async fn child_process() {
     let spec: Value = serde_json::from_str(&spec).unwrap();
     let text = |key: &str| spec[key].as_str().unwrap().to_owned();
     // The parent's server, not a cluster of this process.
-    let config = pg_replicate::postgres::PgConnectionConfig {
-        host: text("host"),
-        port: spec["port"].as_u64().unwrap() as u16,
-        dbname: text("db"),
-        username: text("user"),
-        password: spec["password"].as_str().map(str::to_owned),
-        ssl_mode: pg_replicate::postgres::SslMode::Disable,
-        ssl_root_cert: None,
-        application_name: None,
-    };
+    let config = crate::common::child_pg_config(&spec);
     let identity = format!("{}/{}", text("publication"), text("slot"));
     let sink = DuckDbSink::open(sink_config(Path::new(&text("file")), &identity)).unwrap();
     let source = PostgresSource::new(config, text("publication"), text("slot"));
@@ -138,30 +129,16 @@ fn spawn_child(
     file: &Path,
     stop_at: Option<Lsn>,
 ) -> Child {
-    let config = db.config();
-    let spec = serde_json::json!({
-        "host": config.host,
-        "port": config.port,
-        "user": config.username,
-        "password": config.password,
-        "db": db.name(),
-        "publication": publication,
-        "slot": slot,
-        "file": file.to_string_lossy(),
-        "stop_at": stop_at.map(|l| l.to_string()),
-    });
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "duckdb_kill::child_process",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, spec.to_string())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
+    let spec = crate::common::child_spec(
+        db,
+        publication,
+        slot,
+        serde_json::json!({
+            "file": file.to_string_lossy(),
+            "stop_at": stop_at.map(|l| l.to_string()),
+        }),
+    );
+    crate::common::spawn_child_test("duckdb_kill::child_process", CHILD_ENV, &spec)
 }
 
 /// Random-ish changes of every kind, in small transactions.
@@ -236,15 +213,8 @@ async fn catch_up_and_compare(
     file: &Path,
     context: &str,
 ) {
-    // The insert position, not the write position: the test cluster runs
-    // with synchronous_commit off.
-    let client = db.client().await;
-    let target: String = client
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let mut child = spawn_child(db, publication, slot, file, Some(target.parse().unwrap()));
+    let target = crate::common::current_wal_lsn(db).await;
+    let mut child = spawn_child(db, publication, slot, file, Some(target));
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use pg_replicate::pipeline::{DataPipeline, PipelineAction};
@@ -184,16 +184,7 @@ async fn child_process() {
     };
     let spec: Value = serde_json::from_str(&spec).unwrap();
     let text = |key: &str| spec[key].as_str().unwrap().to_owned();
-    let config_pg = pg_replicate::postgres::PgConnectionConfig {
-        host: text("host"),
-        port: spec["port"].as_u64().unwrap() as u16,
-        dbname: text("db"),
-        username: text("user"),
-        password: spec["password"].as_str().map(str::to_owned),
-        ssl_mode: pg_replicate::postgres::SslMode::Disable,
-        ssl_root_cert: None,
-        application_name: None,
-    };
+    let config_pg = crate::common::child_pg_config(&spec);
     let sink = FilesSink::open(config(Path::new(&text("root")), FileFormat::Parquet, 400)).unwrap();
     let source = PostgresSource::new(config_pg, text("publication"), text("slot"));
     let mut pipeline = DataPipeline::new(source, sink, PipelineAction::Both)
@@ -202,29 +193,15 @@ async fn child_process() {
 }
 
 fn spawn_child(db: &TestDb, publication: &str, slot: &str, root: &Path) -> Child {
-    let config = db.config();
-    let spec = serde_json::json!({
-        "host": config.host,
-        "port": config.port,
-        "user": config.username,
-        "password": config.password,
-        "db": db.name(),
-        "publication": publication,
-        "slot": slot,
-        "root": root.to_string_lossy(),
-    });
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "files::child_process",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, spec.to_string())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
+    let spec = crate::common::child_spec(
+        db,
+        publication,
+        slot,
+        serde_json::json!({
+            "root": root.to_string_lossy(),
+        }),
+    );
+    crate::common::spawn_child_test("files::child_process", CHILD_ENV, &spec)
 }
 
 #[tokio::test]

@@ -390,13 +390,7 @@ pub async fn wait_copied(config: &FilesSinkConfig, tables: usize) {
 /// Waits until the slot is confirmed at or past the current WAL insert
 /// position: everything written so far is listed.
 pub async fn wait_all_listed(db: &TestDb, slot: &str, timeout: Duration) {
-    let client = db.client().await;
-    let target: String = client
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let target: pg_replicate::types::Lsn = target.parse().unwrap();
+    let target = crate::common::current_wal_lsn(db).await;
     let start = std::time::Instant::now();
     loop {
         if confirmed_flush(db, slot).await.is_some_and(|c| c >= target) {

@@ -185,13 +185,7 @@ async fn while_the_store_is_down_the_slot_stays_at_the_listed_files() {
     wait_all_listed(&db, &slot, Duration::from_secs(60)).await;
 
     drop(server);
-    let client = db.client().await;
-    let before: String = client
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let before: pg_replicate::types::Lsn = before.parse().unwrap();
+    let before = crate::common::current_wal_lsn(&db).await;
     for round in 1..4 {
         write_changes(&db, round).await;
     }

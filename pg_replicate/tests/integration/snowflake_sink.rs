@@ -569,16 +569,7 @@ async fn killed_child_process() {
         .with_writer(std::sync::Mutex::new(log))
         .init();
     // The parent's server and emulator, not ones of this process.
-    let config = pg_replicate::postgres::PgConnectionConfig {
-        host: text("host"),
-        port: spec["port"].as_u64().unwrap() as u16,
-        dbname: text("db"),
-        username: text("user"),
-        password: spec["password"].as_str().map(str::to_owned),
-        ssl_mode: pg_replicate::postgres::SslMode::Disable,
-        ssl_root_cert: None,
-        application_name: None,
-    };
+    let config = crate::common::child_pg_config(&spec);
     let connection = SnowflakeConfig::new(
         "testacct",
         "loader",
@@ -615,33 +606,19 @@ fn spawn_child(
     identity: &str,
     external: bool,
 ) -> std::process::Child {
-    let config = db.config();
-    let spec = serde_json::json!({
-        "host": config.host,
-        "port": config.port,
-        "user": config.username,
-        "password": config.password,
-        "db": db.name(),
-        "publication": publication,
-        "slot": slot,
-        "identity": identity,
-        "external": external,
-        "database": database,
-        "url": emulator().url(),
-        "log": crate::common::child_log("sf", slot),
-    });
-    std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "snowflake_sink::killed_child_process",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, spec.to_string())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
+    let spec = crate::common::child_spec(
+        db,
+        publication,
+        slot,
+        serde_json::json!({
+            "identity": identity,
+            "external": external,
+            "database": database,
+            "url": emulator().url(),
+            "log": crate::common::child_log("sf", slot),
+        }),
+    );
+    crate::common::spawn_child_test("snowflake_sink::killed_child_process", CHILD_ENV, &spec)
 }
 
 /// `kill -9` of the replicating process at points spread over the backfill
