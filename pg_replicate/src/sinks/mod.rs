@@ -4,7 +4,8 @@
 //! [`Sink::write_table_schemas`] with every table before any data, then per
 //! copied table [`Sink::begin_table_copy`], [`Sink::write_table_rows`]
 //! (repeatedly) and [`Sink::end_table_copy`], and then
-//! [`Sink::write_cdc_batch`] for every batch of changes.
+//! [`Sink::write_cdc_batch`] for every batch of changes, with
+//! [`Sink::store_while_idle`] while no batch comes.
 
 #[cfg(feature = "bigquery")]
 pub mod bigquery;
