@@ -18,7 +18,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pg_replicate::pipeline::{DataPipeline, PipelineAction};
-use pg_replicate::postgres::throwaway::ThrowawayRole;
 use pg_replicate::sinks::duckdb::{
     DuckDbMode, DuckDbSink, DuckDbSinkConfig, DEFAULT_STORAGE_VERSION,
 };
@@ -36,24 +35,14 @@ fn remove_db(path: &Path) {
 fn main() {
     let rows = env_count("BENCH_ROWS", 5_000_000);
     let python = bench_python();
-    eprintln!("starting PostgreSQL and generating {rows} rows ...");
-    let cluster = start_cluster();
-    create_mixed_table(&cluster, rows);
-    let work = cluster
-        .data_dir()
-        .parent()
-        .unwrap_or(cluster.data_dir())
-        .to_path_buf();
-    let scanner_home = work.join("duckdb-home");
-    std::fs::create_dir_all(&scanner_home).unwrap();
-    let dsn = format!(
-        "host=127.0.0.1 port={} dbname=bench user={} password={}",
-        cluster.port(),
-        ThrowawayRole::Superuser.name(),
-        ThrowawayRole::Superuser.password()
-    );
+    let ScannerBench {
+        cluster: _cluster,
+        work,
+        scanner_home,
+        dsn,
+        config,
+    } = scanner_bench(rows);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let config = cluster.connection_config("bench", ThrowawayRole::Superuser.name());
     let script = Path::new(&bench_manifest_dir()).join("reference/postgres_scanner.py");
 
     let mut scanner_times = Vec::new();

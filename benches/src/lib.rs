@@ -653,3 +653,48 @@ pub fn bench_python() -> std::path::PathBuf {
 pub fn bench_manifest_dir() -> String {
     std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
 }
+
+/// A throwaway cluster holding the mixed-type table `t`, set up for a
+/// reference run of DuckDB's postgres scanner next to pg_replicate.
+pub struct ScannerBench {
+    /// The cluster (stopped when dropped).
+    pub cluster: pg_replicate::postgres::throwaway::ThrowawayCluster,
+    /// A scratch folder beside the cluster's data.
+    pub work: std::path::PathBuf,
+    /// The `HOME` the scanner runs with.
+    pub scanner_home: std::path::PathBuf,
+    /// The libpq connection string the scanner attaches with.
+    pub dsn: String,
+    /// pg_replicate's connection to the `bench` database.
+    pub config: pg_replicate::postgres::PgConnectionConfig,
+}
+
+/// Starts the cluster and generates `rows` rows of the mixed-type table.
+pub fn scanner_bench(rows: u64) -> ScannerBench {
+    use pg_replicate::postgres::throwaway::ThrowawayRole;
+    eprintln!("starting PostgreSQL and generating {rows} rows ...");
+    let cluster = start_cluster();
+    create_mixed_table(&cluster, rows);
+    let work = cluster
+        .data_dir()
+        .parent()
+        .unwrap_or(cluster.data_dir())
+        .to_path_buf();
+    let scanner_home = work.join("duckdb-home");
+    std::fs::create_dir_all(&scanner_home).unwrap();
+    let superuser = ThrowawayRole::Superuser;
+    let dsn = format!(
+        "host=127.0.0.1 port={} dbname=bench user={} password={}",
+        cluster.port(),
+        superuser.name(),
+        superuser.password()
+    );
+    let config = cluster.connection_config("bench", superuser.name());
+    ScannerBench {
+        cluster,
+        work,
+        scanner_home,
+        dsn,
+        config,
+    }
+}

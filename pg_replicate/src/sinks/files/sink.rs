@@ -275,14 +275,10 @@ impl TableFiles {
                 Pending::File(file) => {
                     let (first, last) = file.lsns.unwrap_or((0, 0));
                     let (first, last) = (Lsn(first as u64), Lsn(last as u64));
-                    let name = format!(
-                        "changes-{:016X}-{:016X}-{:06}.{extension}",
-                        first.0, last.0, manifest.next_file
-                    );
-                    manifest.next_file += 1;
-                    storage
-                        .publish(&file.path, &format!("{}/{name}", self.folder))
-                        .await?;
+                    let stem = format!("changes-{:016X}-{:016X}", first.0, last.0);
+                    let name =
+                        publish_file(storage, &self.folder, &mut manifest, file, &stem, extension)
+                            .await?;
                     published = true;
                     manifest.entries.push(ManifestEntry::Changes {
                         file: name,
@@ -369,14 +365,16 @@ impl Sink for FilesSink {
             let Pending::File(file) = pending else {
                 continue;
             };
-            let name = format!(
-                "copy-{:016X}-{:06}.{extension}",
-                snapshot_lsn.0, manifest.next_file
-            );
-            manifest.next_file += 1;
-            self.storage
-                .publish(&file.path, &format!("{}/{name}", files.folder))
-                .await?;
+            let stem = format!("copy-{:016X}", snapshot_lsn.0);
+            let name = publish_file(
+                &self.storage,
+                &files.folder,
+                &mut manifest,
+                &file,
+                &stem,
+                extension,
+            )
+            .await?;
             rows += file.rows;
             manifest.entries.push(ManifestEntry::Copy {
                 file: name,
@@ -461,6 +459,24 @@ impl Sink for FilesSink {
         let after = self.durable();
         Ok((after > before).then_some(after))
     }
+}
+
+/// Publishes the finished `file` into `folder` as
+/// `<stem>-<number>.<extension>`, numbered by `manifest`; its name.
+async fn publish_file(
+    storage: &Storage,
+    folder: &str,
+    manifest: &mut Manifest,
+    file: &FinishedFile,
+    stem: &str,
+    extension: &str,
+) -> Result<String> {
+    let name = format!("{stem}-{:06}.{extension}", manifest.next_file);
+    manifest.next_file += 1;
+    storage
+        .publish(&file.path, &format!("{folder}/{name}"))
+        .await?;
+    Ok(name)
 }
 
 /// Removes the data files of `folder` that `manifest` does not list.
