@@ -76,7 +76,12 @@ impl<'a> Changes<'a> {
     }
 
     /// Whether there are no changes.
-    #[cfg(any(feature = "duckdb", feature = "bigquery", feature = "snowflake"))]
+    #[cfg(any(
+        feature = "duckdb",
+        feature = "bigquery",
+        feature = "snowflake",
+        feature = "postgres-sink"
+    ))]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -88,7 +93,12 @@ impl<'a> Changes<'a> {
 
     /// Per table column, the flags of the changes that leave it unchanged;
     /// `None` for columns no change leaves unchanged.
-    #[cfg(any(feature = "duckdb", feature = "bigquery", feature = "snowflake"))]
+    #[cfg(any(
+        feature = "duckdb",
+        feature = "bigquery",
+        feature = "snowflake",
+        feature = "postgres-sink"
+    ))]
     pub fn unchanged_flags(&self) -> Vec<Option<arrow::array::BooleanArray>> {
         use crate::types::change::is_unchanged;
         let width = self.table.columns.len();

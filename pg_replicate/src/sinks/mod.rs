@@ -13,7 +13,8 @@ pub mod bigquery;
     feature = "duckdb",
     feature = "bigquery",
     feature = "snowflake",
-    feature = "files"
+    feature = "files",
+    feature = "postgres-sink"
 ))]
 pub(crate) mod changes;
 #[cfg(feature = "duckdb")]
@@ -26,8 +27,10 @@ pub mod files;
     feature = "files-object-store"
 ))]
 pub(crate) mod local_server;
-#[cfg(any(feature = "duckdb", feature = "bigquery"))]
+#[cfg(any(feature = "duckdb", feature = "bigquery", feature = "postgres-sink"))]
 pub(crate) mod plan;
+#[cfg(feature = "postgres-sink")]
+pub mod postgres;
 #[cfg(any(feature = "bigquery", feature = "snowflake"))]
 pub(crate) mod progress;
 #[cfg(feature = "snowflake")]

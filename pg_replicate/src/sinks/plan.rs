@@ -25,6 +25,9 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
+#[cfg(any(feature = "duckdb", feature = "postgres-sink"))]
+pub use keyed::plan_keyed;
+
 /// What the planner needs to know of one change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PlannedChange<K> {
@@ -130,6 +133,93 @@ pub fn plan<K: Copy + Eq + Hash>(changes: &[PlannedChange<K>]) -> Plan {
         plan.reads[index] |= change.reads;
     }
     plan
+}
+
+#[cfg(any(feature = "duckdb", feature = "postgres-sink"))]
+mod keyed {
+    use arrow::array::{Array, ArrayRef};
+    use arrow::row::{RowConverter, SortField};
+
+    use super::{plan, Plan, PlannedChange};
+    use crate::sinks::changes::Changes;
+    use crate::types::change::{is_unchanged, ChangeOp};
+    use crate::{Error, ErrorKind, Result};
+
+    /// The rounds of the changes of a table whose rows are identified by
+    /// the columns `keys`, compared as Arrow row-format bytes. `sink` names
+    /// the sink in errors (a key column not sent, a delete without old key).
+    pub fn plan_keyed(changes: &Changes<'_>, keys: &[usize], sink: &str) -> Result<Plan> {
+        let table = changes.table;
+        let arrow_error = |e: arrow::error::ArrowError| {
+            Error::with_source(
+                ErrorKind::Sink,
+                format!("cannot compare the keys of the changes of {}", table.name),
+                e,
+            )
+        };
+        let converter = RowConverter::new(
+            keys.iter()
+                .map(|&k| SortField::new(changes.new[k].data_type().clone()))
+                .collect(),
+        )
+        .map_err(arrow_error)?;
+        let new_keys: Vec<ArrayRef> = keys.iter().map(|&k| changes.new[k].clone()).collect();
+        let old_keys: Vec<ArrayRef> = keys
+            .iter()
+            .map(|&k| changes.old.column(k).clone())
+            .collect();
+        let new_rows = converter.convert_columns(&new_keys).map_err(arrow_error)?;
+        let old_rows = converter.convert_columns(&old_keys).map_err(arrow_error)?;
+
+        let mut planned = Vec::with_capacity(changes.len());
+        for row in 0..changes.len() {
+            let old = changes.old.is_valid(row).then(|| old_rows.row(row));
+            let bitmap = changes.unchanged_bitmap(row);
+            if let Some(bitmap) = bitmap {
+                if let Some(&k) = keys.iter().find(|&&k| is_unchanged(bitmap, k)) {
+                    return Err(Error::new(
+                        ErrorKind::Data,
+                        format!(
+                            "an update of {} did not send its key column {} (unchanged TOAST value); the \
+                             {sink} sink cannot find the row: use a key without out-of-line values",
+                            table.name, table.columns[k].name
+                        ),
+                    ));
+                }
+            }
+            let change = match changes.op(row) {
+                ChangeOp::Insert => PlannedChange {
+                    old: None,
+                    new: Some(new_rows.row(row)),
+                    reads: false,
+                },
+                ChangeOp::Update => PlannedChange {
+                    old,
+                    new: Some(new_rows.row(row)),
+                    reads: bitmap.is_some(),
+                },
+                ChangeOp::Delete => {
+                    let Some(old) = old else {
+                        return Err(Error::new(
+                            ErrorKind::Data,
+                            format!(
+                                "a delete of {} carries no old key, so the {sink} sink cannot tell which \
+                                 row to remove; give the table a primary key or replica identity",
+                                table.name
+                            ),
+                        ));
+                    };
+                    PlannedChange {
+                        old: Some(old),
+                        new: None,
+                        reads: false,
+                    }
+                }
+            };
+            planned.push(change);
+        }
+        Ok(plan(&planned))
+    }
 }
 
 #[cfg(test)]

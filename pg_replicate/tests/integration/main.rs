@@ -109,6 +109,8 @@ mod memory_sink;
 #[cfg(feature = "duckdb")]
 mod metrics;
 mod pipeline;
+#[cfg(all(feature = "postgres-sink", feature = "duckdb"))]
+mod postgres_sink;
 #[cfg(feature = "duckdb")]
 mod reliability;
 mod replication_connection;

@@ -35,12 +35,11 @@ use arrow::compute::kernels::{take::take, zip::zip};
 use arrow::datatypes::{
     DataType, Field, Fields, IntervalMonthDayNanoType, IntervalUnit, Schema, SchemaRef, TimeUnit,
 };
-use arrow::row::{RowConverter, SortField};
 
 use super::schema::{duckdb_type, key_columns, HISTORY_COLUMNS};
 use crate::sinks::changes::column;
 pub use crate::sinks::changes::Changes;
-use crate::sinks::plan::{plan, Plan, PlannedChange};
+use crate::sinks::plan::{plan_keyed, Plan};
 use crate::sinks::stdout::json::{write_str, write_value};
 use crate::types::change::{
     is_unchanged, ChangeOp, COMMIT_LSN_COLUMN, COMMIT_TIME_COLUMN, SEQUENCE_COLUMN,
@@ -94,73 +93,7 @@ pub struct Stage {
 pub fn keyed_stage(changes: &Changes<'_>) -> Result<Stage> {
     let table = changes.table;
     let keys = key_columns(table);
-    let converter = RowConverter::new(
-        keys.iter()
-            .map(|&k| SortField::new(changes.new[k].data_type().clone()))
-            .collect(),
-    )
-    .map_err(|e| arrow_error(table, "key rows", e))?;
-    let new_keys: Vec<ArrayRef> = keys.iter().map(|&k| changes.new[k].clone()).collect();
-    let old_keys: Vec<ArrayRef> = keys
-        .iter()
-        .map(|&k| changes.old.column(k).clone())
-        .collect();
-    let new_rows = converter
-        .convert_columns(&new_keys)
-        .map_err(|e| arrow_error(table, "key rows", e))?;
-    let old_rows = converter
-        .convert_columns(&old_keys)
-        .map_err(|e| arrow_error(table, "key rows", e))?;
-
-    let mut planned = Vec::with_capacity(changes.len());
-    for row in 0..changes.len() {
-        let op = changes.op(row);
-        let old = changes.old.is_valid(row).then(|| old_rows.row(row));
-        let bitmap = changes.unchanged_bitmap(row);
-        if let Some(bitmap) = bitmap {
-            if let Some(&k) = keys.iter().find(|&&k| is_unchanged(bitmap, k)) {
-                return Err(Error::new(
-                    ErrorKind::Data,
-                    format!(
-                        "an update of {} did not send its key column {} (unchanged TOAST value); the \
-                         DuckDB sink cannot find the row: use a key without out-of-line values",
-                        table.name, table.columns[k].name
-                    ),
-                ));
-            }
-        }
-        let change = match op {
-            ChangeOp::Insert => PlannedChange {
-                old: None,
-                new: Some(new_rows.row(row)),
-                reads: false,
-            },
-            ChangeOp::Update => PlannedChange {
-                old,
-                new: Some(new_rows.row(row)),
-                reads: bitmap.is_some(),
-            },
-            ChangeOp::Delete => {
-                let Some(old) = old else {
-                    return Err(Error::new(
-                        ErrorKind::Data,
-                        format!(
-                            "a delete of {} carries no old key, so the DuckDB sink cannot tell which row \
-                             to remove; give the table a primary key or replica identity",
-                            table.name
-                        ),
-                    ));
-                };
-                PlannedChange {
-                    old: Some(old),
-                    new: None,
-                    reads: false,
-                }
-            }
-        };
-        planned.push(change);
-    }
-    let plan = plan(&planned);
+    let plan = plan_keyed(changes, &keys, "DuckDB")?;
 
     let kept: UInt32Array = plan
         .round

@@ -30,10 +30,17 @@ mod text;
 
 pub use builder::ColumnBuilder;
 pub use error::{Format, ValueError};
-#[cfg(any(feature = "duckdb", feature = "bigquery", feature = "snowflake"))]
+#[cfg(any(
+    feature = "duckdb",
+    feature = "bigquery",
+    feature = "snowflake",
+    feature = "postgres-sink"
+))]
 pub(crate) use mapping::oid;
 pub use mapping::{
     arrow_field, copy_select_expr, ARRAY_DIMS_FIELD, ARRAY_ELEMENTS_FIELD,
     ARRAY_LOWER_BOUNDS_FIELD, EXTENSION_NAME_KEY, PG_TYPE_KEY, PG_TYPE_OID_KEY,
     UUID_EXTENSION_NAME,
 };
+#[cfg(feature = "postgres-sink")]
+pub(crate) use mapping::{column_kind, ColumnKind, ScalarKind};
