@@ -1,15 +1,17 @@
 //! The Postgres sink: every type of the type matrix, every kind of change,
 //! truncates and column changes replicated into a second database of the
 //! test server, compared with the source row for row in Postgres' own text
-//! form; restarts resume exactly where the target's stored LSN says.
+//! form; restarts, `kill -9` included, resume exactly where the target's
+//! stored LSN says.
 
 use std::time::{Duration, Instant};
 
-use pg_replicate::pipeline::PipelineAction;
+use pg_replicate::pipeline::{DataPipeline, PipelineAction};
 use pg_replicate::sinks::postgres::{PostgresSink, PostgresSinkConfig};
+use pg_replicate::sources::postgres::PostgresSource;
 use pg_replicate::ErrorKind;
 
-use crate::common::{confirmed_flush, start_with, Running};
+use crate::common::{confirmed_flush, start_with, test_batch_config, wait_slot_inactive, Running};
 use crate::duckdb_kill::{create_tables, write_changes};
 use crate::support::{fresh_database, TestDb};
 use crate::types::{COLUMNS, EXTREMES, TYPICAL};
@@ -309,4 +311,93 @@ async fn target_problems_are_named() {
         .expect("another identity is refused");
     assert_eq!(error.kind(), ErrorKind::Config, "{error}");
     assert!(error.to_string().contains("other/slot"), "{error}");
+}
+
+const CHILD_ENV: &str = "PGR_POSTGRES_SINK_KILL_CHILD";
+
+/// Runs the pipeline into the target database in a child process until
+/// killed.
+#[tokio::test]
+#[ignore = "started as a child process by killed_at_any_point_resumes_exactly_once"]
+async fn child_process() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
+    let text = |key: &str| spec[key].as_str().unwrap().to_owned();
+    let source_config = crate::common::child_pg_config(&spec);
+    let mut target_config = source_config.clone();
+    target_config.dbname = text("target");
+    let identity = format!("{}/{}", text("publication"), text("slot"));
+    let sink = connect_when_free(PostgresSinkConfig::new(target_config).with_identity(identity))
+        .await
+        .unwrap();
+    let source = PostgresSource::new(source_config, text("publication"), text("slot"));
+    let mut pipeline = DataPipeline::new(source, sink, PipelineAction::Both)
+        .with_batch_config(test_batch_config());
+    pipeline.start().await.unwrap();
+}
+
+#[tokio::test]
+async fn killed_at_any_point_resumes_exactly_once() {
+    let source = fresh_database("pg_sink_kill").await;
+    let target = fresh_database("pg_sink_kill_target").await;
+    let publication = source.unique_name("pub");
+    let slot = source.unique_name("slot");
+    create_tables(&source, &publication, 100_000).await;
+    let spec = crate::common::child_spec(
+        &source,
+        &publication,
+        &slot,
+        serde_json::json!({ "target": target.name() }),
+    );
+
+    // Kill points: during slot creation and the backfill, then while
+    // change batches are applied as changes keep coming.
+    let mut round = 0;
+    for wait_ms in [100u64, 600, 1500, 900, 2500, 400] {
+        let mut child =
+            crate::common::spawn_child_test("postgres_sink::child_process", CHILD_ENV, &spec);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(wait_ms) {
+            write_changes(&source, round).await;
+            round += 1;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        wait_slot_inactive(&source, &slot).await;
+        let exists: bool = target
+            .client()
+            .await
+            .query_one(
+                "SELECT to_regclass('_pg_replicate.progress') IS NOT NULL",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        // Before the first stored batch the slot sits where it was created.
+        let stored = if exists {
+            stored_lsn(&target).await
+        } else {
+            None
+        };
+        if let (Some(confirmed), Some(stored)) = (confirmed_flush(&source, &slot).await, stored) {
+            assert!(
+                confirmed <= stored,
+                "the slot is confirmed at {confirmed} but the target stored only {stored}"
+            );
+        }
+    }
+
+    // A last run catches up: the keyless table would hold extra rows if a
+    // change had been applied twice, any table would differ if one were lost.
+    let running = start_into(&source, &target, &publication, &slot).await;
+    let tables = ["big", "small", "keyless"];
+    wait_same(&source, &target, &tables, Duration::from_secs(120)).await;
+    running.stop().await.unwrap();
+    assert!(
+        round > 6,
+        "changes were written during the runs ({round} rounds)"
+    );
 }
