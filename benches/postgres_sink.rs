@@ -113,7 +113,7 @@ fn main() {
         "rows",
         &[
             Measurement {
-                name: "psql COPY binary | psql COPY binary (no decoding)".into(),
+                name: "psql COPY binary piped into psql COPY (no decoding)".into(),
                 count: rows,
                 bytes: None,
                 elapsed: reference_best,

@@ -26,6 +26,9 @@ pub fn destination_types() -> Vec<&'static str> {
     if cfg!(feature = "files") {
         types.push("files");
     }
+    if cfg!(feature = "postgres-sink") {
+        types.push("postgres");
+    }
     types
 }
 
@@ -69,6 +72,10 @@ pub enum Destination {
     /// before their upload).
     #[cfg(feature = "files")]
     Files(Box<crate::sinks::files::FilesSinkConfig>),
+    /// Another Postgres database; config `{"url":
+    /// "postgres://user:password@host:port/dbname?sslmode=..."}`.
+    #[cfg(feature = "postgres-sink")]
+    Postgres(Box<crate::postgres::PgConnectionConfig>),
 }
 
 /// The settings of a Snowflake destination.
@@ -126,6 +133,13 @@ impl Destination {
             "stdout" => Destination::Stdout,
             #[cfg(feature = "files")]
             "files" => Destination::Files(Box::new(files_config(&mut fields)?)),
+            #[cfg(feature = "postgres-sink")]
+            "postgres" => {
+                let url = fields.required("url")?;
+                let target = crate::postgres::PgConnectionConfig::from_url(&url)
+                    .map_err(|e| bad(format!("its `url` is not usable: {}", e.message())))?;
+                Destination::Postgres(Box::new(target))
+            }
             #[cfg(feature = "duckdb")]
             "duckdb" => Destination::DuckDb {
                 path: fields.required("path")?,
@@ -197,6 +211,8 @@ impl Destination {
         match self {
             #[cfg(feature = "files")]
             Destination::Files(_) => "files",
+            #[cfg(feature = "postgres-sink")]
+            Destination::Postgres(_) => "postgres",
             Destination::Stdout => "stdout",
             #[cfg(feature = "duckdb")]
             Destination::DuckDb { .. } => "duckdb",
@@ -225,6 +241,18 @@ impl Destination {
             #[cfg(feature = "files")]
             Destination::Files(config) => {
                 let sink = crate::sinks::files::FilesSink::open(config.as_ref().clone())?;
+                Box::new(DataPipeline::new(
+                    source,
+                    TransformSink::new(sink, transforms),
+                    action,
+                ))
+            }
+            #[cfg(feature = "postgres-sink")]
+            Destination::Postgres(target) => {
+                use crate::sinks::postgres::{PostgresSink, PostgresSinkConfig};
+                let config =
+                    PostgresSinkConfig::new(target.as_ref().clone()).with_identity(identity);
+                let sink = PostgresSink::connect(config).await?;
                 Box::new(DataPipeline::new(
                     source,
                     TransformSink::new(sink, transforms),
@@ -452,6 +480,32 @@ mod tests {
         assert!(not_object.message().contains("JSON object"), "{not_object}");
         let typo = Destination::parse("d", "stdout", "{\"pth\": \"x\"}").unwrap_err();
         assert!(typo.message().contains("`pth`"), "{typo}");
+    }
+
+    #[cfg(feature = "postgres-sink")]
+    #[test]
+    fn postgres_destinations_read_their_url() {
+        let ok = Destination::parse(
+            "replica",
+            "postgres",
+            r#"{"url": "postgres://replica:secret@db.internal:6543/analytics?sslmode=require"}"#,
+        )
+        .unwrap();
+        let Destination::Postgres(target) = &ok else {
+            panic!("not a Postgres destination: {ok:?}");
+        };
+        assert_eq!(
+            (target.host.as_str(), target.port, target.dbname.as_str()),
+            ("db.internal", 6543, "analytics")
+        );
+        assert_eq!(target.password.as_deref(), Some("secret"));
+        assert_eq!(format!("{ok:?}"), "Destination(postgres)");
+        let missing = Destination::parse("replica", "postgres", "{}").unwrap_err();
+        assert!(missing.message().contains("`url`"), "{missing}");
+        let bad = Destination::parse("replica", "postgres", r#"{"url": "mysql://x"}"#).unwrap_err();
+        assert_eq!(bad.kind(), ErrorKind::Config);
+        assert!(bad.message().contains("`replica`"), "{bad}");
+        assert!(!bad.message().contains("secret"), "{bad}");
     }
 
     #[cfg(feature = "files-object-store")]

@@ -1,6 +1,8 @@
 //! Sources produce a table's existing rows (backfill) and then a stream of
 //! committed changes (CDC).
 
+#[cfg(feature = "parquet-source")]
+pub mod parquet;
 pub mod postgres;
 
 use std::sync::Arc;

@@ -95,8 +95,11 @@ pub fn start_with<S: pg_replicate::sinks::Sink + 'static>(
 }
 
 /// Like [`start_with`] with a configured source.
-pub fn start_source<S: pg_replicate::sinks::Sink + 'static>(
-    source: PostgresSource,
+pub fn start_source<
+    Src: pg_replicate::sources::Source + 'static,
+    S: pg_replicate::sinks::Sink + 'static,
+>(
+    source: Src,
     sink: S,
     action: PipelineAction,
 ) -> Running {

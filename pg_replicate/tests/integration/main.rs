@@ -108,6 +108,12 @@ mod manager;
 mod memory_sink;
 #[cfg(feature = "duckdb")]
 mod metrics;
+#[cfg(all(
+    feature = "parquet-source",
+    feature = "postgres-sink",
+    feature = "duckdb"
+))]
+mod parquet_source;
 mod pipeline;
 #[cfg(all(feature = "postgres-sink", feature = "duckdb"))]
 mod postgres_sink;
