@@ -1,7 +1,8 @@
 //! Pieces shared by the example pipelines in this folder: connection
-//! options, logging set-up, Ctrl-C handling and a progress-reporting sink
-//! wrapper.
+//! options, logging set-up, Ctrl-C handling, a progress-reporting sink
+//! wrapper and a minimal HTTP server for status endpoints.
 
+pub mod http;
 mod progress;
 mod settings;
 

@@ -29,12 +29,12 @@ fn venv() -> std::path::PathBuf {
 }
 
 /// The S3 server of this test process, started on first use.
-fn s3() -> &'static LocalS3 {
+pub fn s3() -> &'static LocalS3 {
     static S3: OnceLock<LocalS3> = OnceLock::new();
     S3.get_or_init(|| LocalS3::start(&venv()).unwrap_or_else(|e| panic!("moto: {e}")))
 }
 
-async fn create_bucket(server: &LocalS3, bucket: &str) {
+pub async fn create_bucket(server: &LocalS3, bucket: &str) {
     let response = reqwest::Client::new()
         .put(format!("{}/{bucket}", server.url()))
         .send()
@@ -46,7 +46,7 @@ async fn create_bucket(server: &LocalS3, bucket: &str) {
     );
 }
 
-fn settings(server: &LocalS3, bucket: &str) -> S3Settings {
+pub fn settings(server: &LocalS3, bucket: &str) -> S3Settings {
     S3Settings {
         bucket: bucket.to_owned(),
         prefix: "cdc/app".to_owned(),

@@ -111,6 +111,13 @@ mod metrics;
 #[cfg(all(
     feature = "parquet-source",
     feature = "postgres-sink",
+    feature = "files-object-store",
+    feature = "duckdb"
+))]
+mod parquet_example;
+#[cfg(all(
+    feature = "parquet-source",
+    feature = "postgres-sink",
     feature = "duckdb"
 ))]
 mod parquet_source;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use object_store::path::Path;
 use object_store::ObjectStore;
 
+use super::schedule::{CronSchedule, Schedule};
 use crate::types::{ColumnSchema, TableName};
 use crate::{Error, ErrorKind, Result};
 
@@ -23,8 +24,9 @@ pub struct ParquetSourceConfig {
     pub location_name: String,
     /// The table the rows go to.
     pub table: TableName,
-    /// How often the files are listed.
-    pub interval: Duration,
+    /// When the files are listed (once when the stream starts, then on
+    /// this schedule).
+    pub schedule: Schedule,
     /// Files modified less than this long ago are left for the next
     /// listing, so a file still being written is not read half-way.
     pub settle: Duration,
@@ -41,7 +43,7 @@ impl std::fmt::Debug for ParquetSourceConfig {
         f.debug_struct("ParquetSourceConfig")
             .field("location", &self.location_name)
             .field("table", &self.table)
-            .field("interval", &self.interval)
+            .field("schedule", &self.schedule)
             .finish_non_exhaustive()
     }
 }
@@ -59,7 +61,7 @@ impl ParquetSourceConfig {
             prefix: Path::from(prefix.into()),
             location_name: location_name.into(),
             table,
-            interval: Duration::from_secs(60),
+            schedule: Schedule::Every(Duration::from_secs(60)),
             settle: Duration::from_secs(5),
             start_after_micros: None,
             columns: None,
@@ -90,8 +92,15 @@ impl ParquetSourceConfig {
 
     /// The same configuration, listing every `interval`.
     pub fn with_interval(mut self, interval: Duration) -> Self {
-        self.interval = interval;
+        self.schedule = Schedule::Every(interval);
         self
+    }
+
+    /// The same configuration, listing at the minutes the cron expression
+    /// `expression` names (UTC; see [`CronSchedule`]).
+    pub fn with_cron(mut self, expression: &str) -> Result<Self> {
+        self.schedule = Schedule::Cron(CronSchedule::parse(expression)?);
+        Ok(self)
     }
 
     /// The same configuration, waiting `settle` after a file's last

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
@@ -198,7 +198,7 @@ impl Source for ParquetSource {
             status: self.status.clone(),
             position,
             pending: VecDeque::new(),
-            next_listing: Instant::now(),
+            next_listing: SystemTime::now(),
             max_rows: batch.max_rows.max(1),
             cancel,
             durable,
@@ -224,7 +224,7 @@ pub struct ParquetCdcStream {
     /// Files up to here are handed out.
     position: Lsn,
     pending: VecDeque<CdcBatch>,
-    next_listing: Instant,
+    next_listing: SystemTime,
     max_rows: usize,
     cancel: CancellationToken,
     durable: tokio::sync::watch::Sender<Lsn>,
@@ -363,13 +363,16 @@ impl CdcStream for ParquetCdcStream {
             if self.cancel.is_cancelled() {
                 return Ok(None);
             }
-            let wait = self.next_listing.saturating_duration_since(Instant::now());
+            let wait = self
+                .next_listing
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => return Ok(None),
                 _ = tokio::time::sleep(wait) => {}
             }
-            self.next_listing = Instant::now() + self.config.interval;
+            self.next_listing = self.config.schedule.next_after(SystemTime::now());
             self.run_listing().await?;
         }
     }
