@@ -19,12 +19,11 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use pg_replicate::pipeline::DataPipeline;
 use pg_replicate::sinks::bigquery::{
     BackfillMethod, BigQueryCredentials, BigQuerySink, BigQuerySinkConfig, StagingMethod,
     DEFAULT_ENDPOINT, DEFAULT_STORAGE_ENDPOINT,
 };
-use pg_replicate_examples::{init_logging, shutdown_on_signal, Command, DbArgs, ProgressSink};
+use pg_replicate_examples::{init_logging, run_pipeline, shutdown_on_signal, Command, DbArgs};
 
 /// Replicate a Postgres database into a BigQuery dataset.
 #[derive(Parser, Debug)]
@@ -106,10 +105,16 @@ async fn run(cli: Cli) -> Result<(), pg_replicate::Error> {
         config = config.with_identity(identity);
     }
     let sink = BigQuerySink::connect(config).await?;
-    let report = DataPipeline::new(source, ProgressSink::new(sink), action)
-        .with_cancellation(cancel)
-        .start()
-        .await?;
+    let report = run_pipeline(
+        "bigquery",
+        source,
+        sink,
+        action,
+        cli.db.connection(),
+        cli.db.metrics_addr,
+        cancel,
+    )
+    .await?;
     eprintln!(
         "done: {} table(s) copied ({} rows), {} transactions applied",
         report.tables_copied, report.rows_copied, report.transactions

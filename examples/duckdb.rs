@@ -15,11 +15,10 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use pg_replicate::pipeline::DataPipeline;
 use pg_replicate::sinks::duckdb::{
     DuckDbMode, DuckDbSink, DuckDbSinkConfig, DEFAULT_STORAGE_VERSION,
 };
-use pg_replicate_examples::{init_logging, shutdown_on_signal, Command, DbArgs, ProgressSink};
+use pg_replicate_examples::{init_logging, run_pipeline, shutdown_on_signal, Command, DbArgs};
 
 /// Replicate a Postgres database into a DuckDB file.
 #[derive(Parser, Debug)]
@@ -82,10 +81,16 @@ async fn run(cli: Cli) -> Result<(), pg_replicate::Error> {
         memory_limit: cli.duckdb_memory_limit,
         storage_version: cli.duckdb_storage_version,
     })?;
-    let report = DataPipeline::new(source, ProgressSink::new(sink), action)
-        .with_cancellation(cancel)
-        .start()
-        .await?;
+    let report = run_pipeline(
+        "duckdb",
+        source,
+        sink,
+        action,
+        cli.db.connection(),
+        cli.db.metrics_addr,
+        cancel,
+    )
+    .await?;
     eprintln!(
         "done: {} table(s) copied ({} rows), {} transactions applied",
         report.tables_copied, report.rows_copied, report.transactions

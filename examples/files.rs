@@ -21,11 +21,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use pg_replicate::pipeline::DataPipeline;
 use pg_replicate::sinks::files::{
     FileFormat, FilesDestination, FilesSink, FilesSinkConfig, RollPolicy, S3Settings,
 };
-use pg_replicate_examples::{init_logging, shutdown_on_signal, Command, DbArgs, ProgressSink};
+use pg_replicate_examples::{init_logging, run_pipeline, shutdown_on_signal, Command, DbArgs};
 
 /// Replicate a Postgres database into Parquet or CSV files.
 #[derive(Parser, Debug)]
@@ -133,10 +132,16 @@ async fn run(cli: Cli) -> Result<(), pg_replicate::Error> {
             max_age: Duration::from_secs(cli.max_age_secs),
         },
     })?;
-    let report = DataPipeline::new(source, ProgressSink::new(sink), action)
-        .with_cancellation(cancel)
-        .start()
-        .await?;
+    let report = run_pipeline(
+        "files",
+        source,
+        sink,
+        action,
+        cli.db.connection(),
+        cli.db.metrics_addr,
+        cancel,
+    )
+    .await?;
     eprintln!(
         "done: {} table(s) copied ({} rows), {} transactions received",
         report.tables_copied, report.rows_copied, report.transactions

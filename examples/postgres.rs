@@ -15,10 +15,9 @@
 //! and their schemas are created. docs/postgres_sink.md has the details.
 
 use clap::Parser;
-use pg_replicate::pipeline::DataPipeline;
 use pg_replicate::postgres::PgConnectionConfig;
 use pg_replicate::sinks::postgres::{PostgresSink, PostgresSinkConfig};
-use pg_replicate_examples::{init_logging, shutdown_on_signal, Command, DbArgs, ProgressSink};
+use pg_replicate_examples::{init_logging, run_pipeline, shutdown_on_signal, Command, DbArgs};
 
 /// Replicate a Postgres database into another Postgres database.
 #[derive(Parser, Debug)]
@@ -55,10 +54,16 @@ async fn run(cli: Cli) -> Result<(), pg_replicate::Error> {
     let mut config = PostgresSinkConfig::new(target);
     config.identity = identity;
     let sink = PostgresSink::connect(config).await?;
-    let report = DataPipeline::new(source, ProgressSink::new(sink), action)
-        .with_cancellation(cancel)
-        .start()
-        .await?;
+    let report = run_pipeline(
+        "postgres",
+        source,
+        sink,
+        action,
+        cli.db.connection(),
+        cli.db.metrics_addr,
+        cancel,
+    )
+    .await?;
     eprintln!(
         "done: {} table(s) copied ({} rows), {} transactions received",
         report.tables_copied, report.rows_copied, report.transactions

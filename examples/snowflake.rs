@@ -21,11 +21,10 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use pg_replicate::pipeline::DataPipeline;
 use pg_replicate::sinks::snowflake::{
     MergeMode, SnowflakeConfig, SnowflakeCredentials, SnowflakeSink, SnowflakeSinkConfig,
 };
-use pg_replicate_examples::{init_logging, shutdown_on_signal, Command, DbArgs, ProgressSink};
+use pg_replicate_examples::{init_logging, run_pipeline, shutdown_on_signal, Command, DbArgs};
 
 /// Replicate a Postgres database into a Snowflake schema.
 #[derive(Parser, Debug)]
@@ -127,10 +126,16 @@ async fn run(cli: Cli) -> Result<(), pg_replicate::Error> {
         config = config.with_landing_schema(schema);
     }
     let sink = SnowflakeSink::connect(config).await?;
-    let report = DataPipeline::new(source, ProgressSink::new(sink), action)
-        .with_cancellation(cancel)
-        .start()
-        .await?;
+    let report = run_pipeline(
+        "snowflake",
+        source,
+        sink,
+        action,
+        cli.db.connection(),
+        cli.db.metrics_addr,
+        cancel,
+    )
+    .await?;
     eprintln!(
         "done: {} table(s) copied ({} rows), {} transactions applied",
         report.tables_copied, report.rows_copied, report.transactions

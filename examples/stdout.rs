@@ -12,9 +12,8 @@
 //! transactions already received.
 
 use clap::Parser;
-use pg_replicate::pipeline::DataPipeline;
 use pg_replicate::sinks::stdout::StdoutSink;
-use pg_replicate_examples::{init_logging, shutdown_on_signal, Command, DbArgs, ProgressSink};
+use pg_replicate_examples::{init_logging, run_pipeline, shutdown_on_signal, Command, DbArgs};
 
 /// Print a Postgres database's rows and changes as JSON Lines.
 #[derive(Parser, Debug)]
@@ -32,10 +31,16 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let (source, action, _) = cli.command.into_source(cli.db.connection());
     let source = cli.db.configure(source);
-    let result = DataPipeline::new(source, ProgressSink::new(StdoutSink::new()), action)
-        .with_cancellation(shutdown_on_signal())
-        .start()
-        .await;
+    let result = run_pipeline(
+        "stdout",
+        source,
+        StdoutSink::new(),
+        action,
+        cli.db.connection(),
+        cli.db.metrics_addr,
+        shutdown_on_signal(),
+    )
+    .await;
     match result {
         Ok(report) => {
             eprintln!(

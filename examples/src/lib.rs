@@ -3,10 +3,12 @@
 //! wrapper and a minimal HTTP server for status endpoints.
 
 pub mod http;
+mod observe;
 mod progress;
 mod settings;
 
-pub use progress::ProgressSink;
+pub use observe::run_pipeline;
+pub use progress::{copy_progress, ProgressSink};
 pub use settings::Settings;
 
 use clap::{Args, Subcommand};
@@ -16,7 +18,8 @@ use pg_replicate::sources::postgres::PostgresSource;
 use pg_replicate::types::{ArrayForm, TableName};
 use tokio_util::sync::CancellationToken;
 
-/// Options naming the Postgres server to replicate from.
+/// Options of the Postgres source: the server to replicate from, the
+/// backfill, and the metrics endpoint.
 #[derive(Args, Debug, Clone)]
 pub struct DbArgs {
     /// Host name or IP address of the server; a path starting with `/` is a
@@ -50,6 +53,11 @@ pub struct DbArgs {
     /// than 1 are kept; default plain lists (docs/types.md, "Arrays").
     #[arg(long)]
     pub exact_arrays: bool,
+    /// Serve Prometheus metrics on /metrics and readiness on /health (200
+    /// once changes stream) at this address, e.g. 127.0.0.1:9000; also
+    /// reports the slot's retained WAL every 10 s (docs/metrics.md).
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl DbArgs {
@@ -72,6 +80,11 @@ impl DbArgs {
         let source = match self.copy_connections {
             Some(connections) => source.with_copy_connections(connections),
             None => source,
+        };
+        let source = if self.metrics_addr.is_some() {
+            source.with_slot_metrics(std::time::Duration::from_secs(10))
+        } else {
+            source
         };
         if self.exact_arrays {
             source.with_array_form(ArrayForm::Exact)

@@ -15,6 +15,10 @@
 //! | `pg_replicate_lag_seconds` | gauge | pipeline (from the commit of the newest stored change to its storing) |
 //! | `pg_replicate_retries_total` | counter | pipeline, side (`source` or `sink`) |
 //! | `pg_replicate_errors_total` | counter | pipeline, kind (every failure, retried or not) |
+//!
+//! The Postgres source adds `pg_replicate_slot_retained_bytes` and
+//! `pg_replicate_slot_unconfirmed_bytes` (label `slot`) when asked
+//! (`PostgresSource::with_slot_metrics`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -5,9 +5,11 @@
 mod config;
 pub mod manager;
 mod metrics;
+mod phase;
 
 pub use config::{BatchConfig, PipelineAction, RetryConfig};
 pub use manager::{ManagedPipeline, PipelineManager, PipelineStatus};
+pub use phase::PipelinePhase;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +48,7 @@ pub struct DataPipeline<S: Source, K: Sink> {
     retry: RetryConfig,
     cancel: CancellationToken,
     metrics: PipelineMetrics,
+    phase: watch::Sender<PipelinePhase>,
 }
 
 /// Where a failure of the backfill or of the streaming came from: the
@@ -75,7 +78,15 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
             retry: RetryConfig::default(),
             cancel: CancellationToken::new(),
             metrics: PipelineMetrics::new("pipeline"),
+            phase: watch::channel(PipelinePhase::Starting).0,
         }
+    }
+
+    /// What the pipeline is doing now, and every change of it: `Streaming`
+    /// once the change stream is open (a readiness check waits for it),
+    /// `Stopped` when [`start`](Self::start) returns.
+    pub fn phase(&self) -> watch::Receiver<PipelinePhase> {
+        self.phase.subscribe()
     }
 
     /// Names the pipeline in its metrics (label `pipeline`; default
@@ -124,6 +135,13 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
     /// Runs the pipeline: backfill (unless CDC only), then CDC (unless copies
     /// only) until the stream ends or cancellation is requested.
     pub async fn start(&mut self) -> Result<PipelineReport> {
+        self.phase.send_replace(PipelinePhase::Starting);
+        let result = self.run().await;
+        self.phase.send_replace(PipelinePhase::Stopped);
+        result
+    }
+
+    async fn run(&mut self) -> Result<PipelineReport> {
         self.batch.validate()?;
         let mut report = PipelineReport::default();
         let mut state = self.sink.resumption_state().await?;
@@ -136,6 +154,7 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
         if self.action != PipelineAction::CdcOnly {
             let mut next = 0;
             while next < plan.tables_to_copy.len() {
+                self.phase.send_replace(PipelinePhase::Copying);
                 let table = plan.tables_to_copy[next].clone();
                 if self.cancel.is_cancelled() {
                     info!("cancelled during backfill");
@@ -216,6 +235,7 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
         action: PipelineAction,
         outage: &mut Outage,
     ) -> Result<Option<(ResumptionState, crate::sources::SourcePlan)>> {
+        self.phase.send_replace(PipelinePhase::Recovering);
         let since = *outage.since.get_or_insert_with(Instant::now);
         let (mut error, mut side) = match failure {
             StreamFailure::Source(error) => (error, "source"),
@@ -272,6 +292,7 @@ impl<S: Source, K: Sink> DataPipeline<S, K> {
             .start_cdc(state, &self.batch, self.cancel.clone())
             .await
             .map_err(StreamFailure::Source)?;
+        self.phase.send_replace(PipelinePhase::Streaming);
         let durable = cdc.durable_sender();
         // One batch in flight: the stream reads the next batch while the sink
         // writes this one, and waits (reading nothing more) while it is full.

@@ -108,6 +108,8 @@ mod manager;
 mod memory_sink;
 #[cfg(feature = "duckdb")]
 mod metrics;
+#[cfg(all(feature = "postgres-sink", feature = "duckdb"))]
+mod metrics_endpoint;
 #[cfg(all(
     feature = "parquet-source",
     feature = "postgres-sink",

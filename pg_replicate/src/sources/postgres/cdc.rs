@@ -86,7 +86,7 @@ pub struct PostgresCdcStream {
     last_heard: Instant,
 
     /// Dropped with the stream, which ends it.
-    _heartbeat: Option<super::heartbeat::Heartbeat>,
+    _heartbeat: Vec<super::heartbeat::Heartbeat>,
 
     /// Streamed transactions not yet committed, by top-level xid.
     spools: HashMap<u32, Spool>,
@@ -138,7 +138,7 @@ impl PostgresCdcStream {
             empty_end: start,
             last_status: Instant::now(),
             last_heard: Instant::now(),
-            _heartbeat: None,
+            _heartbeat: Vec::new(),
             spools: HashMap::new(),
             spool_limits: SpoolLimits {
                 dir: batch.spill_dir.clone().unwrap_or_else(std::env::temp_dir),
@@ -153,7 +153,7 @@ impl PostgresCdcStream {
         }
     }
 
-    pub(crate) fn with_heartbeat(mut self, heartbeat: Option<super::heartbeat::Heartbeat>) -> Self {
+    pub(crate) fn with_heartbeat(mut self, heartbeat: Vec<super::heartbeat::Heartbeat>) -> Self {
         self._heartbeat = heartbeat;
         self
     }

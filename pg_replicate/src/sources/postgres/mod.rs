@@ -76,6 +76,7 @@ pub struct PostgresSource {
     copy_pool: Option<CopyPool>,
     array_form: ArrayForm,
     heartbeat: Option<std::time::Duration>,
+    slot_metrics: Option<std::time::Duration>,
 }
 
 impl PostgresSource {
@@ -119,6 +120,7 @@ impl PostgresSource {
             copy_pool: None,
             array_form: ArrayForm::default(),
             heartbeat: None,
+            slot_metrics: None,
         }
     }
 
@@ -149,6 +151,16 @@ impl PostgresSource {
     /// `pg_logical_emit_message` (superusers have it).
     pub fn with_heartbeat(mut self, every: std::time::Duration) -> Self {
         self.heartbeat = Some(every.max(std::time::Duration::from_millis(100)));
+        self
+    }
+
+    /// While streaming, reads how much WAL the slot holds back (through a
+    /// connection of its own) every `every` and sets the gauges
+    /// `pg_replicate_slot_retained_bytes` (WAL from the slot's
+    /// `restart_lsn`) and `pg_replicate_slot_unconfirmed_bytes` (from its
+    /// confirmed position), labelled `slot`. Off by default.
+    pub fn with_slot_metrics(mut self, every: std::time::Duration) -> Self {
+        self.slot_metrics = Some(every.max(std::time::Duration::from_millis(100)));
         self
     }
 
@@ -556,9 +568,24 @@ impl Source for PostgresSource {
             .await?;
         let position = start.max(self.slot_confirmed.unwrap_or(Lsn::ZERO));
         info!(slot, publication, start = %position, protocol, "streaming changes");
-        let heartbeat = self
+        let heartbeat: Vec<heartbeat::Heartbeat> = self
             .heartbeat
-            .map(|every| heartbeat::Heartbeat::start(self.connection.clone(), every));
+            .map(|every| {
+                heartbeat::Heartbeat::start(
+                    self.connection.clone(),
+                    every,
+                    heartbeat::Job::Heartbeat,
+                )
+            })
+            .into_iter()
+            .chain(self.slot_metrics.map(|every| {
+                heartbeat::Heartbeat::start(
+                    self.connection.clone(),
+                    every,
+                    heartbeat::Job::SlotMetrics(slot.clone()),
+                )
+            }))
+            .collect();
         Ok(PostgresCdcStream::new(
             stream,
             query,
