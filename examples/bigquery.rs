@@ -105,19 +105,6 @@ async fn run(cli: Cli) -> Result<(), pg_replicate::Error> {
         config = config.with_identity(identity);
     }
     let sink = BigQuerySink::connect(config).await?;
-    let report = run_pipeline(
-        "bigquery",
-        source,
-        sink,
-        action,
-        cli.db.connection(),
-        cli.db.metrics_addr,
-        cancel,
-    )
-    .await?;
-    eprintln!(
-        "done: {} table(s) copied ({} rows), {} transactions applied",
-        report.tables_copied, report.rows_copied, report.transactions
-    );
+    run_pipeline("bigquery", source, sink, action, &cli.db, cancel).await?;
     Ok(())
 }

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 use pg_replicate::sinks::duckdb::{
-    DuckDbMode, DuckDbSink, DuckDbSinkConfig, DEFAULT_STORAGE_VERSION,
+    DuckDbMode, DuckDbSink, DuckDbSinkConfig, DEFAULT_MEMORY_LIMIT, DEFAULT_STORAGE_VERSION,
 };
 use pg_replicate_examples::{init_logging, run_pipeline, shutdown_on_signal, Command, DbArgs};
 
@@ -33,9 +33,10 @@ struct Cli {
     /// every change per table, or both.
     #[arg(long, value_enum, default_value_t = Mode::Current)]
     mode: Mode,
-    /// DuckDB's memory limit, for example 1GB (default: 80% of RAM).
-    #[arg(long)]
-    duckdb_memory_limit: Option<String>,
+    /// DuckDB's memory limit, for example 4GB; `none` leaves DuckDB's own
+    /// default (80% of RAM).
+    #[arg(long, default_value = DEFAULT_MEMORY_LIMIT)]
+    duckdb_memory_limit: String,
     /// The oldest DuckDB release that must open a file created here, for
     /// example v1.4.0 or latest.
     #[arg(long, default_value = DEFAULT_STORAGE_VERSION)]
@@ -78,22 +79,9 @@ async fn run(cli: Cli) -> Result<(), pg_replicate::Error> {
         path: cli.duckdb_file,
         mode,
         identity,
-        memory_limit: cli.duckdb_memory_limit,
+        memory_limit: (cli.duckdb_memory_limit != "none").then_some(cli.duckdb_memory_limit),
         storage_version: cli.duckdb_storage_version,
     })?;
-    let report = run_pipeline(
-        "duckdb",
-        source,
-        sink,
-        action,
-        cli.db.connection(),
-        cli.db.metrics_addr,
-        cancel,
-    )
-    .await?;
-    eprintln!(
-        "done: {} table(s) copied ({} rows), {} transactions applied",
-        report.tables_copied, report.rows_copied, report.transactions
-    );
+    run_pipeline("duckdb", source, sink, action, &cli.db, cancel).await?;
     Ok(())
 }

@@ -132,19 +132,6 @@ async fn run(cli: Cli) -> Result<(), pg_replicate::Error> {
             max_age: Duration::from_secs(cli.max_age_secs),
         },
     })?;
-    let report = run_pipeline(
-        "files",
-        source,
-        sink,
-        action,
-        cli.db.connection(),
-        cli.db.metrics_addr,
-        cancel,
-    )
-    .await?;
-    eprintln!(
-        "done: {} table(s) copied ({} rows), {} transactions received",
-        report.tables_copied, report.rows_copied, report.transactions
-    );
+    run_pipeline("files", source, sink, action, &cli.db, cancel).await?;
     Ok(())
 }

@@ -54,19 +54,6 @@ async fn run(cli: Cli) -> Result<(), pg_replicate::Error> {
     let mut config = PostgresSinkConfig::new(target);
     config.identity = identity;
     let sink = PostgresSink::connect(config).await?;
-    let report = run_pipeline(
-        "postgres",
-        source,
-        sink,
-        action,
-        cli.db.connection(),
-        cli.db.metrics_addr,
-        cancel,
-    )
-    .await?;
-    eprintln!(
-        "done: {} table(s) copied ({} rows), {} transactions received",
-        report.tables_copied, report.rows_copied, report.transactions
-    );
+    run_pipeline("postgres", source, sink, action, &cli.db, cancel).await?;
     Ok(())
 }

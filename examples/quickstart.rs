@@ -23,7 +23,7 @@ use pg_replicate::postgres::client::connect_query_client;
 use pg_replicate::postgres::throwaway::{ThrowawayCluster, ThrowawayOptions, ThrowawayRole};
 use pg_replicate::postgres::PgConnectionConfig;
 use pg_replicate::sinks::duckdb::{
-    DuckDbMode, DuckDbSink, DuckDbSinkConfig, DEFAULT_STORAGE_VERSION,
+    DuckDbMode, DuckDbSink, DuckDbSinkConfig, DEFAULT_MEMORY_LIMIT, DEFAULT_STORAGE_VERSION,
 };
 use pg_replicate::sources::postgres::PostgresSource;
 use pg_replicate::{Error, ErrorKind};
@@ -148,7 +148,7 @@ async fn run() -> Result<bool, Error> {
         path: DUCKDB_FILE.into(),
         mode: DuckDbMode::CurrentState,
         identity: Some(format!("{PUBLICATION}/{SLOT}")),
-        memory_limit: None,
+        memory_limit: Some(DEFAULT_MEMORY_LIMIT.to_owned()),
         storage_version: DEFAULT_STORAGE_VERSION.to_owned(),
     })?);
     let stored_changes = sink.changes_counter();

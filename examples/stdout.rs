@@ -36,19 +36,12 @@ async fn main() -> std::process::ExitCode {
         source,
         StdoutSink::new(),
         action,
-        cli.db.connection(),
-        cli.db.metrics_addr,
+        &cli.db,
         shutdown_on_signal(),
     )
     .await;
     match result {
-        Ok(report) => {
-            eprintln!(
-                "done: {} table(s) copied ({} rows), {} transactions written",
-                report.tables_copied, report.rows_copied, report.transactions
-            );
-            std::process::ExitCode::SUCCESS
-        }
+        Ok(_) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
             std::process::ExitCode::FAILURE

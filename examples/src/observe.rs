@@ -2,12 +2,10 @@
 //! `--metrics-addr`, the Prometheus endpoint `/metrics` and the readiness
 //! endpoint `/health` (`200` only once the change stream is open).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use pg_replicate::pipeline::{DataPipeline, PipelineAction, PipelinePhase, PipelineReport};
-use pg_replicate::postgres::PgConnectionConfig;
 use pg_replicate::sinks::Sink;
 use pg_replicate::sources::postgres::PostgresSource;
 use pg_replicate::{Error, ErrorKind, Result};
@@ -15,25 +13,25 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{serve, Handler, Response};
-use crate::ProgressSink;
+use crate::{DbArgs, ProgressSink};
 
 /// Runs `source` into `sink` (wrapped in a [`ProgressSink`] with row
-/// estimates from `connection`) as pipeline `name`; serves `/metrics` and
-/// `/health` on `metrics_addr` while it runs.
+/// estimates from the source's server) as pipeline `name`; serves
+/// `/metrics` and `/health` on `--metrics-addr` while it runs, and prints
+/// what it did when it ends.
 pub async fn run_pipeline<S: Sink + 'static>(
     name: &str,
     source: PostgresSource,
     sink: S,
     action: PipelineAction,
-    connection: PgConnectionConfig,
-    metrics_addr: Option<SocketAddr>,
+    db: &DbArgs,
     cancel: CancellationToken,
 ) -> Result<PipelineReport> {
-    let sink = ProgressSink::new(sink).with_estimates_from(connection);
+    let sink = ProgressSink::new(sink).with_estimates_from(db.connection());
     let mut pipeline = DataPipeline::new(source, sink, action)
         .with_name(name)
         .with_cancellation(cancel.clone());
-    if let Some(addr) = metrics_addr {
+    if let Some(addr) = db.metrics_addr {
         let handle = PrometheusBuilder::new().install_recorder().map_err(|e| {
             Error::with_source(
                 ErrorKind::Config,
@@ -52,7 +50,12 @@ pub async fn run_pipeline<S: Sink + 'static>(
             })?;
         eprintln!("serving /metrics and /health on http://{addr}");
     }
-    pipeline.start().await
+    let report = pipeline.start().await?;
+    eprintln!(
+        "done: {} table(s) copied ({} rows), {} transactions stored",
+        report.tables_copied, report.rows_copied, report.transactions
+    );
+    Ok(report)
 }
 
 fn endpoints(handle: PrometheusHandle, phase: watch::Receiver<PipelinePhase>) -> Handler {

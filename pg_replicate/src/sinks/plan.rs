@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 
 #[cfg(any(feature = "duckdb", feature = "postgres-sink"))]
-pub use keyed::plan_keyed;
+pub use keyed::{plan_keyed, unkeyed_steps, UnkeyedStep};
 
 /// What the planner needs to know of one change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,6 +219,71 @@ mod keyed {
             planned.push(change);
         }
         Ok(plan(&planned))
+    }
+
+    /// One statement of the apply of a table without key (rows matched by
+    /// their whole old image).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum UnkeyedStep {
+        /// Insert the new rows of changes `first..=last` (all inserts), in order.
+        Insert {
+            /// The first change of the run.
+            first: usize,
+            /// The last change of the run.
+            last: usize,
+        },
+        /// Remove one stored row equal to the old image of change `row` (an
+        /// update or a delete).
+        Remove {
+            /// The change.
+            row: usize,
+        },
+        /// Insert the new row of update `row` (after its `Remove`).
+        InsertUpdated {
+            /// The change.
+            row: usize,
+        },
+    }
+
+    /// The statements applying the changes of a table without key, in
+    /// order: runs of inserts together; an update or delete removes one row
+    /// equal to its old image, and an update then inserts its new row.
+    /// Fails, naming `sink`, on an update or delete without old image.
+    pub fn unkeyed_steps(changes: &Changes<'_>, sink: &str) -> Result<Vec<UnkeyedStep>> {
+        let mut steps = Vec::new();
+        let mut row = 0usize;
+        while row < changes.len() {
+            let op = changes.op(row);
+            if op == ChangeOp::Insert {
+                let first = row;
+                while row < changes.len() && changes.op(row) == ChangeOp::Insert {
+                    row += 1;
+                }
+                steps.push(UnkeyedStep::Insert {
+                    first,
+                    last: row - 1,
+                });
+                continue;
+            }
+            if !changes.old.is_valid(row) {
+                return Err(Error::new(
+                    ErrorKind::Data,
+                    format!(
+                        "an {} of {} carries no old row and the table has no key, so the {sink} sink \
+                         cannot tell which row it changes; give the table a primary key or REPLICA \
+                         IDENTITY FULL",
+                        op.as_str(),
+                        changes.table.name
+                    ),
+                ));
+            }
+            steps.push(UnkeyedStep::Remove { row });
+            if op == ChangeOp::Update {
+                steps.push(UnkeyedStep::InsertUpdated { row });
+            }
+            row += 1;
+        }
+        Ok(steps)
     }
 }
 
@@ -413,5 +478,47 @@ mod tests {
             }
             assert_eq!(by_rounds, sequential, "changes {changes:?} plan {plan:?}");
         }
+    }
+
+    #[cfg(any(feature = "duckdb", feature = "postgres-sink"))]
+    #[test]
+    fn unkeyed_changes_become_runs_removals_and_reinserts() {
+        use crate::sinks::changes::Changes;
+        use crate::sinks::test_fixtures::{change_batch, table, Change};
+        use crate::types::change::ChangeOp;
+        let t = table(9, "keyless", true);
+        let change = |op, new: Option<i32>, old: Option<i32>| Change {
+            op,
+            new: new.map(|v| (Some(v), Some(v), None)),
+            toast: false,
+            old: old.map(|v| (Some(v), Some(v), None)),
+        };
+        let changes = [
+            change(ChangeOp::Insert, Some(1), None),
+            change(ChangeOp::Insert, Some(2), None),
+            change(ChangeOp::Update, Some(3), Some(1)),
+            change(ChangeOp::Delete, None, Some(2)),
+            change(ChangeOp::Insert, Some(4), None),
+        ];
+        let batch = change_batch(&t, &changes, 1);
+        let steps = unkeyed_steps(&Changes::new(&t, &batch).unwrap(), "Test").unwrap();
+        assert_eq!(
+            steps,
+            [
+                UnkeyedStep::Insert { first: 0, last: 1 },
+                UnkeyedStep::Remove { row: 2 },
+                UnkeyedStep::InsertUpdated { row: 2 },
+                UnkeyedStep::Remove { row: 3 },
+                UnkeyedStep::Insert { first: 4, last: 4 },
+            ]
+        );
+        let without_old = change_batch(&t, &[change(ChangeOp::Delete, None, None)], 1);
+        let error = unkeyed_steps(&Changes::new(&t, &without_old).unwrap(), "Test").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("the Test sink cannot tell which row"),
+            "{error}"
+        );
     }
 }

@@ -342,3 +342,47 @@ pub async fn current_wal_lsn(db: &TestDb) -> pg_replicate::types::Lsn {
         .get(0);
     lsn.parse().unwrap()
 }
+
+/// An example process (see [`example_binary`]), killed when the test ends,
+/// passing or not.
+pub struct Example(pub std::process::Child);
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The binary of example `name`, which cargo builds with the tests
+/// (`scripts/test`), next to this test binary's folder.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let release = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let binary = release.join("examples").join(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: build the examples first (`scripts/test` does; or `cargo build --release --examples`)",
+        binary.display()
+    );
+    binary
+}
+
+/// `GET path` on `addr` (`host:port`): the status code and the body;
+/// `None` when nothing answers within 5 s.
+pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let response = reqwest::Client::new()
+        .get(format!("http://{addr}{path}"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
+/// A port of 127.0.0.1 free just now, as `127.0.0.1:<port>`.
+pub fn free_local_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}

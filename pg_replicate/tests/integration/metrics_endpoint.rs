@@ -4,43 +4,11 @@
 //! copied and the changes applied, and the slot's retained WAL is reported.
 //! The example is built by `scripts/test` with the tests.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::{example_binary, free_local_addr, http_get, Example};
 use crate::support::fresh_database;
-
-/// Kills the example when the test ends, passing or not.
-struct Example(Child);
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn example_binary(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let release = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let binary = release.join("examples").join(name);
-    assert!(
-        binary.exists(),
-        "{} is missing: build the examples first (`scripts/test` does; or `cargo build --release --examples`)",
-        binary.display()
-    );
-    binary
-}
-
-async fn get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let response = reqwest::Client::new()
-        .get(format!("http://{addr}{path}"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.text().await.ok()?))
-}
 
 /// The value of the sample of `metric` whose labels include every one of
 /// `labels` (`name="value"`), in a Prometheus text exposition.
@@ -75,10 +43,7 @@ async fn metrics_and_health_follow_a_running_example() {
         "postgres://{}:{password}@{}:{}/{}?sslmode=disable",
         target_config.username, target_config.host, target_config.port, target_config.dbname
     );
-    let addr = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().to_string()
-    };
+    let addr = free_local_addr();
     let log = std::env::temp_dir().join(format!("pgr_metrics_endpoint_{}.log", source.name()));
     let _example = Example(
         Command::new(example_binary("postgres"))
@@ -114,7 +79,7 @@ async fn metrics_and_health_follow_a_running_example() {
     // Ready only once streaming (after the backfill).
     let start = Instant::now();
     loop {
-        match get(&addr, "/health").await {
+        match http_get(&addr, "/health").await {
             Some((200, body)) => {
                 assert_eq!(body, "streaming\n");
                 break;
@@ -144,7 +109,7 @@ async fn metrics_and_health_follow_a_running_example() {
     let table = "table=\"public.items\"";
     let start = Instant::now();
     let metrics = loop {
-        if let Some((200, text)) = get(&addr, "/metrics").await {
+        if let Some((200, text)) = http_get(&addr, "/metrics").await {
             let changes = sample(&text, "pg_replicate_changes_total", &[pipeline, table]);
             let retained = sample(
                 &text,

@@ -3,7 +3,7 @@
 //! `/health` and `/status` scraped while it runs. The example is built by
 //! `scripts/test` (cargo builds the workspace's examples with the tests).
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,21 +13,9 @@ use object_store::ObjectStore;
 use parquet::arrow::ArrowWriter;
 use serde_json::Value;
 
+use crate::common::{example_binary, free_local_addr, http_get, Example};
 use crate::files_s3::{create_bucket, s3, settings};
 use crate::support::fresh_database;
-
-/// The example binary next to this test binary's folder.
-fn example_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let release = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let binary = release.join("examples/parquet_to_postgres");
-    assert!(
-        binary.exists(),
-        "{} is missing: build the examples first (`scripts/test` does; or `cargo build --release --examples`)",
-        binary.display()
-    );
-    binary
-}
 
 fn parquet_bytes(first: i64, rows: i64) -> Vec<u8> {
     let ids: Vec<i64> = (first..first + rows).collect();
@@ -46,28 +34,6 @@ fn parquet_bytes(first: i64, rows: i64) -> Vec<u8> {
     writer.write(&batch).unwrap();
     writer.close().unwrap();
     out
-}
-
-/// Kills the example when the test ends, passing or not.
-struct Example(Child);
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `GET path` on the example's address: status code and body.
-async fn get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let response = reqwest::Client::new()
-        .get(format!("http://{addr}{path}"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.text().await.ok()?))
 }
 
 #[tokio::test]
@@ -94,13 +60,10 @@ async fn parquet_to_postgres_loads_a_bucket_and_reports_its_status() {
         config.port,
         config.dbname
     );
-    let addr = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().to_string()
-    };
+    let addr = free_local_addr();
     let log = std::env::temp_dir().join(format!("pgr_parquet_example_{}.log", target.name()));
     let _example = Example(
-        Command::new(example_binary())
+        Command::new(example_binary("parquet_to_postgres"))
             .args([
                 "--s3-bucket",
                 bucket,
@@ -128,7 +91,7 @@ async fn parquet_to_postgres_loads_a_bucket_and_reports_its_status() {
 
     let start = Instant::now();
     let status: Value = loop {
-        if let Some((200, body)) = get(&addr, "/status").await {
+        if let Some((200, body)) = http_get(&addr, "/status").await {
             let status: Value = serde_json::from_str(&body).unwrap();
             if status["files_loaded"] == 2
                 && status["file_errors"]
@@ -158,8 +121,11 @@ async fn parquet_to_postgres_loads_a_bucket_and_reports_its_status() {
             .is_some_and(|e| e.contains("not a readable Parquet file")),
         "{status}"
     );
-    assert_eq!(get(&addr, "/health").await, Some((200, "ok\n".to_owned())));
-    assert_eq!(get(&addr, "/nothing").await.map(|r| r.0), Some(404));
+    assert_eq!(
+        http_get(&addr, "/health").await,
+        Some((200, "ok\n".to_owned()))
+    );
+    assert_eq!(http_get(&addr, "/nothing").await.map(|r| r.0), Some(404));
 
     let client = target.client().await;
     let row = client

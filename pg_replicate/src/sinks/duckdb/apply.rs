@@ -24,7 +24,6 @@
 //!
 //! **History**: one row per change appended to the history table.
 
-use arrow::array::Array;
 use duckdb::{params, Connection};
 use tracing::trace;
 
@@ -35,6 +34,7 @@ use super::encoder::{
 };
 use super::schema::{history_name, key_columns};
 use super::{append, duck_error};
+use crate::sinks::plan::{unkeyed_steps, UnkeyedStep};
 use crate::types::change::{ChangeOp, TableChanges};
 use crate::types::table::quote_identifier;
 use crate::types::{Lsn, TableName, TableSchema};
@@ -375,49 +375,32 @@ fn apply_unkeyed(
         ))
         .map_err(|e| sql_error(&table.name, e))?;
 
-    let mut statements = 0u64;
-    let mut row = 0usize;
-    while row < changes.len() {
-        let op = changes.op(row);
-        if op == ChangeOp::Insert {
-            let start = row;
-            while row < changes.len() && changes.op(row) == ChangeOp::Insert {
-                row += 1;
+    let steps = unkeyed_steps(changes, "DuckDB")?;
+    for step in &steps {
+        match *step {
+            UnkeyedStep::Insert { first, last } => {
+                insert_run
+                    .execute(params![first as u32, last as u32])
+                    .map_err(|e| sql_error(&table.name, e))?;
             }
-            insert_run
-                .execute(params![start as u32, (row - 1) as u32])
-                .map_err(|e| sql_error(&table.name, e))?;
-            statements += 1;
-            continue;
+            UnkeyedStep::Remove { row } => {
+                let removed = remove_one
+                    .execute(params![row as u32])
+                    .map_err(|e| sql_error(&table.name, e))?;
+                if removed != 1 {
+                    return Err(out_of_step(
+                        &table.name,
+                        &format!("{}s change rows", changes.op(row).as_str()),
+                    ));
+                }
+            }
+            UnkeyedStep::InsertUpdated { row } => {
+                insert_updated
+                    .execute(params![row as u32])
+                    .map_err(|e| sql_error(&table.name, e))?;
+            }
         }
-        if !changes.old.is_valid(row) {
-            return Err(Error::new(
-                ErrorKind::Data,
-                format!(
-                    "an {} of {} carries no old row and the table has no key, so the DuckDB sink cannot \
-                     tell which row it changes; give the table a primary key or REPLICA IDENTITY FULL",
-                    op.as_str(),
-                    table.name
-                ),
-            ));
-        }
-        let removed = remove_one
-            .execute(params![row as u32])
-            .map_err(|e| sql_error(&table.name, e))?;
-        statements += 1;
-        if removed != 1 {
-            return Err(out_of_step(
-                &table.name,
-                &format!("{}s change rows", op.as_str()),
-            ));
-        }
-        if op == ChangeOp::Update {
-            insert_updated
-                .execute(params![row as u32])
-                .map_err(|e| sql_error(&table.name, e))?;
-            statements += 1;
-        }
-        row += 1;
     }
+    let statements = steps.len() as u64;
     Ok(statements)
 }

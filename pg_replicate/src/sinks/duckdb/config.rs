@@ -57,6 +57,12 @@ impl fmt::Display for DuckDbMode {
     }
 }
 
+/// DuckDB's memory limit while a sink is open, unless told otherwise
+/// ([`DuckDbSinkConfig::memory_limit`]): the backfill of a table of any
+/// size then peaks at about this much plus the pipeline's own batches
+/// (docs/duckdb.md, "Memory").
+pub const DEFAULT_MEMORY_LIMIT: &str = "1GB";
+
 /// The storage version of the files a sink creates unless told otherwise:
 /// every DuckDB release from 1.0 on opens them. (DuckDB's own default is
 /// its newest format, which older releases refuse to open.)
@@ -76,8 +82,10 @@ pub struct DuckDbSinkConfig {
     /// replication stream. `None` skips the check (and stores nothing).
     pub identity: Option<String>,
     /// DuckDB's `memory_limit` while the sink is open, for example
-    /// `"1GB"`; beyond it DuckDB spills to temporary files. `None` keeps
-    /// DuckDB's default (80% of the machine's memory).
+    /// `"1GB"`; beyond it DuckDB spills to temporary files. Default
+    /// [`DEFAULT_MEMORY_LIMIT`], so the sink's memory stays bounded
+    /// whatever the table size; `None` keeps DuckDB's own default (80% of
+    /// the machine's memory).
     pub memory_limit: Option<String>,
     /// The oldest DuckDB release that must open a file this sink creates,
     /// as DuckDB names it (`"v1.0.0"`, `"v1.4.0"`, `"latest"`; DuckDB's
@@ -93,7 +101,7 @@ impl DuckDbSinkConfig {
             path: path.into(),
             mode: DuckDbMode::default(),
             identity: None,
-            memory_limit: None,
+            memory_limit: Some(DEFAULT_MEMORY_LIMIT.to_owned()),
             storage_version: DEFAULT_STORAGE_VERSION.to_owned(),
         }
     }

@@ -49,7 +49,7 @@ use arrow::record_batch::RecordBatch;
 use duckdb::Connection;
 
 pub use apply::ApplyStats;
-pub use config::{DuckDbMode, DuckDbSinkConfig, DEFAULT_STORAGE_VERSION};
+pub use config::{DuckDbMode, DuckDbSinkConfig, DEFAULT_MEMORY_LIMIT, DEFAULT_STORAGE_VERSION};
 pub use file::DuckDbReader;
 pub use sink::DuckDbSink;
 pub use state::FORMAT_VERSION;

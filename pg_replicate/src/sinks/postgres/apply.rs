@@ -29,7 +29,7 @@ use super::copy_in::{CopyColumn, CopyIn};
 use super::schema::{cast, key_columns, stage_type};
 use super::target_error;
 use crate::sinks::changes::Changes;
-use crate::sinks::plan::plan_keyed;
+use crate::sinks::plan::{plan_keyed, unkeyed_steps, UnkeyedStep};
 use crate::types::change::{ChangeOp, TableChanges};
 use crate::types::table::quote_identifier;
 use crate::types::values::column_kind;
@@ -458,52 +458,35 @@ async fn apply_unkeyed(
     ))
     .await?;
 
-    let mut statements = 0u64;
-    let mut row = 0usize;
-    while row < changes.len() {
-        let op = changes.op(row);
-        if op == ChangeOp::Insert {
-            let start = row;
-            while row < changes.len() && changes.op(row) == ChangeOp::Insert {
-                row += 1;
+    let steps = unkeyed_steps(changes, "Postgres")?;
+    for step in &steps {
+        match *step {
+            UnkeyedStep::Insert { first, last } => {
+                client
+                    .execute(&insert_run, &[&(first as i64), &(last as i64)])
+                    .await
+                    .map_err(|e| sql_error(&table.name, e))?;
             }
-            client
-                .execute(&insert_run, &[&(start as i64), &(row as i64 - 1)])
-                .await
-                .map_err(|e| sql_error(&table.name, e))?;
-            statements += 1;
-            continue;
+            UnkeyedStep::Remove { row } => {
+                let removed = client
+                    .execute(&remove_one, &[&(row as i64)])
+                    .await
+                    .map_err(|e| sql_error(&table.name, e))?;
+                if removed != 1 {
+                    return Err(out_of_step(
+                        &table.name,
+                        &format!("{}s change rows", changes.op(row).as_str()),
+                    ));
+                }
+            }
+            UnkeyedStep::InsertUpdated { row } => {
+                client
+                    .execute(&insert_updated, &[&(row as i64)])
+                    .await
+                    .map_err(|e| sql_error(&table.name, e))?;
+            }
         }
-        if !changes.old.is_valid(row) {
-            return Err(Error::new(
-                ErrorKind::Data,
-                format!(
-                    "an {} of {} carries no old row and the table has no key, so the Postgres sink cannot \
-                     tell which row it changes; give the table a primary key or REPLICA IDENTITY FULL",
-                    op.as_str(),
-                    table.name
-                ),
-            ));
-        }
-        let removed = client
-            .execute(&remove_one, &[&(row as i64)])
-            .await
-            .map_err(|e| sql_error(&table.name, e))?;
-        statements += 1;
-        if removed != 1 {
-            return Err(out_of_step(
-                &table.name,
-                &format!("{}s change rows", op.as_str()),
-            ));
-        }
-        if op == ChangeOp::Update {
-            client
-                .execute(&insert_updated, &[&(row as i64)])
-                .await
-                .map_err(|e| sql_error(&table.name, e))?;
-            statements += 1;
-        }
-        row += 1;
     }
+    let statements = steps.len() as u64;
     Ok(statements)
 }
