@@ -112,7 +112,10 @@ impl PostgresSink {
         if self.client.is_closed() {
             info!("the connection to the target database was lost; reconnecting");
             self.copying = None;
-            self.continuing = None;
+            // The open transaction died with the connection.
+            if let Some(before) = self.continuing.take() {
+                self.tables = before;
+            }
             let client = connect_query_client(&self.config.connection).await?;
             state::init(&client, &self.config).await?;
             self.client = client;

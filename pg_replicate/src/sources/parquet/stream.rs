@@ -60,7 +60,7 @@ impl ParquetSource {
                 let groups = due_groups(files, Lsn::ZERO, i64::MAX);
                 let mut found = None;
                 for file in groups.into_iter().flat_map(|(_, files)| files) {
-                    match read_file(&self.config, &file.path).await {
+                    match read_file(&self.config, &file.path).await? {
                         Ok(batches) => match columns_of(batches.schema.as_ref()) {
                             Ok(columns) => {
                                 found = Some(columns);
@@ -130,19 +130,31 @@ struct FileRows {
     batches: Vec<RecordBatch>,
 }
 
-/// Reads a whole file; the error says what is wrong with it.
+/// Reads a whole file. `Ok(Err(why))`: the file is bad (or gone) and is
+/// skipped; `Err`: the store failed, and the listing is tried again.
 async fn read_file(
     config: &ParquetSourceConfig,
     path: &str,
-) -> std::result::Result<FileRows, String> {
-    let bytes: Bytes = config
-        .store
-        .get(&Path::from(path))
-        .await
-        .map_err(|e| format!("cannot be read: {e}"))?
-        .bytes()
-        .await
-        .map_err(|e| format!("cannot be read: {e}"))?;
+) -> Result<std::result::Result<FileRows, String>> {
+    let location = Path::from(path);
+    let fetched = async { config.store.get(&location).await?.bytes().await }.await;
+    let bytes: Bytes = match fetched {
+        Ok(bytes) => bytes,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Ok(Err("disappeared before it was read".to_owned()))
+        }
+        Err(e) => {
+            return Err(Error::with_source(
+                ErrorKind::Connection,
+                format!("cannot read {path} from {}", config.location_name),
+                e,
+            ))
+        }
+    };
+    Ok(parse_file(bytes))
+}
+
+fn parse_file(bytes: Bytes) -> std::result::Result<FileRows, String> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .map_err(|e| format!("is not a readable Parquet file: {e}"))?;
     let schema = reader.schema().clone();
@@ -247,7 +259,7 @@ impl ParquetCdcStream {
         };
         let groups = due_groups(files, self.position, settled_before);
         for (lsn, files) in groups {
-            self.queue_group(lsn, &files).await;
+            self.queue_group(lsn, &files).await?;
         }
         self.status.update(|s| {
             s.runs += 1;
@@ -258,14 +270,17 @@ impl ParquetCdcStream {
     }
 
     /// Reads the files of one modification time and queues them as one
-    /// transaction (several batches when it exceeds `max_rows`).
-    async fn queue_group(&mut self, lsn: Lsn, files: &[FileEntry]) {
+    /// transaction (several batches when it exceeds `max_rows`). A store
+    /// failure stops the listing (nothing of this group is counted as
+    /// loaded; the pipeline lists again from what the sink stored).
+    async fn queue_group(&mut self, lsn: Lsn, files: &[FileEntry]) -> Result<()> {
         let before = self.position;
         let mut events = Vec::new();
         let mut rows_in_batch = 0usize;
         let mut seq = 0u32;
+        let (mut files_loaded, mut rows_loaded) = (0u64, 0u64);
         for file in files {
-            let loaded = self.file_events(file, lsn, &mut seq).await;
+            let loaded = self.file_events(file, lsn, &mut seq).await?;
             match loaded {
                 Ok(file_events) => {
                     let rows: usize = file_events
@@ -275,10 +290,8 @@ impl ParquetCdcStream {
                             _ => 0,
                         })
                         .sum();
-                    self.status.update(|s| {
-                        s.files_loaded += 1;
-                        s.rows_loaded += rows as u64;
-                    });
+                    files_loaded += 1;
+                    rows_loaded += rows as u64;
                     for event in file_events {
                         if rows_in_batch >= self.max_rows {
                             self.pending.push_back(CdcBatch {
@@ -314,6 +327,11 @@ impl ParquetCdcStream {
             continues: false,
         });
         self.position = lsn;
+        self.status.update(|s| {
+            s.files_loaded += files_loaded;
+            s.rows_loaded += rows_loaded;
+        });
+        Ok(())
     }
 
     async fn file_events(
@@ -321,8 +339,21 @@ impl ParquetCdcStream {
         file: &FileEntry,
         lsn: Lsn,
         seq: &mut u32,
+    ) -> Result<std::result::Result<Vec<CdcEvent>, String>> {
+        Ok(match read_file(&self.config, &file.path).await? {
+            Ok(rows) => self.events_of(file, rows, lsn, seq),
+            Err(why) => Err(why),
+        })
+    }
+
+    /// A file's rows as change events, or why they do not fit the table.
+    fn events_of(
+        &self,
+        file: &FileEntry,
+        rows: FileRows,
+        lsn: Lsn,
+        seq: &mut u32,
     ) -> std::result::Result<Vec<CdcEvent>, String> {
-        let rows = read_file(&self.config, &file.path).await?;
         let columns = columns_of(rows.schema.as_ref())?;
         if !same_columns(&self.table, &columns) {
             let describe = |columns: &[crate::types::ColumnSchema]| {
