@@ -14,12 +14,7 @@ use pg_replicate::ErrorKind;
 use crate::common::{confirmed_flush, start_with, test_batch_config, wait_slot_inactive, Running};
 use crate::duckdb_kill::{create_tables, write_changes};
 use crate::support::{fresh_database, TestDb};
-use crate::types::{COLUMNS, EXTREMES, TYPICAL};
-
-/// The user-defined types of the type matrix, created in source and target.
-const MATRIX_TYPES: &str = "CREATE TYPE mood AS ENUM ('sad', 'happy');
-     CREATE DOMAIN posint AS int CHECK (VALUE > 0);
-     CREATE TYPE pair AS (a int, b text);";
+use crate::types::{all_columns, create_matrix_tables, MATRIX_TYPES};
 
 pub fn sink_config(target: &TestDb, identity: &str) -> PostgresSinkConfig {
     PostgresSinkConfig::new(target.config()).with_identity(identity)
@@ -114,28 +109,7 @@ async fn every_type_replicates_into_postgres_value_for_value() {
     let target = fresh_database("pg_sink_types_target").await;
     let publication = source.unique_name("pub");
     let slot = source.unique_name("slot");
-    let definitions: Vec<String> = COLUMNS.iter().map(|(n, t)| format!("{n} {t}")).collect();
-    let list: Vec<&str> = COLUMNS.iter().map(|(n, _)| *n).collect();
-    let list = list.join(", ");
-    source
-        .execute(&format!(
-            "{MATRIX_TYPES}
-             CREATE TABLE all_types (id int PRIMARY KEY, {defs});
-             CREATE TABLE all_types_full (id int, {defs});
-             ALTER TABLE all_types_full REPLICA IDENTITY FULL;
-             INSERT INTO all_types (id, {list}) VALUES {TYPICAL}, {EXTREMES};
-             INSERT INTO all_types (id) VALUES (2);
-             INSERT INTO all_types (id, c_float4, c_float8, c_numeric, c_numeric_12_2, c_interval, c_time, c_ts, c_tstz)
-               VALUES (5, '-0', '-0', '-0.000', '0.01', '-178000000 years', '00:00:00.000001',
-                       '294247-01-10 04:00:54.775806', '4714-11-24 00:00:00+00 BC'),
-                      (6, '1e-45', '5e-324', '1e-1000', '-0.00', '1 day -00:00:00.000001', '23:59:59.999999',
-                       '1970-01-01 00:00:00', '1999-12-31 23:59:59.999999+00');
-             INSERT INTO all_types_full SELECT * FROM all_types;
-             INSERT INTO all_types_full SELECT * FROM all_types WHERE id IN (1, 3);
-             CREATE PUBLICATION {publication} FOR TABLE all_types, all_types_full;",
-            defs = definitions.join(", "),
-        ))
-        .await;
+    create_matrix_tables(&source, &publication).await;
     // The target knows the user-defined types under the same names.
     target.execute(MATRIX_TYPES).await;
 
@@ -146,7 +120,8 @@ async fn every_type_replicates_into_postgres_value_for_value() {
 
     // The same values through the change stream: inserts, updates (one of
     // them changing the key) and deletes matched by the whole old row.
-    let all = list;
+    let all: Vec<&str> = all_columns().iter().skip(1).map(|(n, _)| *n).collect();
+    let all = all.join(", ");
     source
         .execute(&format!(
             "INSERT INTO all_types (id, {all}) SELECT id + 100, {all} FROM all_types;

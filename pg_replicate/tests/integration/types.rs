@@ -86,12 +86,72 @@ fn column_list() -> String {
         .join(", ")
 }
 
+/// The user-defined types of the matrix (`mood`, `posint`, `pair`).
+pub(crate) const MATRIX_TYPES: &str = "CREATE TYPE mood AS ENUM ('sad', 'happy');
+     CREATE DOMAIN posint AS int CHECK (VALUE > 0);
+     CREATE TYPE pair AS (a int, b text);";
+
+/// More columns, filled by `EXTRA_VALUES` for rows 1 and 3.
+pub(crate) const EXTRA_COLUMNS: &[(&str, &str)] = &[
+    ("c_uuid_arr", "uuid[]"),
+    ("c_date_arr", "date[]"),
+    ("c_float8_arr", "float8[]"),
+    ("c_bytea_arr", "bytea[]"),
+    ("c_interval_arr", "interval[]"),
+    ("c_numeric_text_arr", "numeric[]"),
+];
+
+pub(crate) const EXTRA_VALUES: &str = "c_uuid_arr = '{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11,NULL}',
+    c_date_arr = '{2024-02-29,infinity,-infinity,0044-03-15 BC,NULL}',
+    c_float8_arr = '{1.5,-0,NaN,-Infinity,5e-324,NULL}',
+    c_bytea_arr = ARRAY['\\x00ff'::bytea, ''::bytea, NULL],
+    c_interval_arr = '{\"1 mon -2 days 00:00:00.000001\",NULL}',
+    c_numeric_text_arr = '{NaN,1e-30,-Infinity,NULL}'";
+
+pub(crate) fn all_columns() -> Vec<(&'static str, &'static str)> {
+    let mut columns = vec![("id", "int4")];
+    columns.extend(COLUMNS.iter().chain(EXTRA_COLUMNS).copied());
+    columns
+}
+
+/// The wide matrix of the sink tests: tables `all_types` (keyed) and
+/// `all_types_full` (`REPLICA IDENTITY FULL`, no key, rows 1 and 3 twice)
+/// with the columns of [`all_columns`], rows 1 ([`TYPICAL`]), 2 (NULLs),
+/// 3 ([`EXTREMES`]), 5 and 6 (float, numeric and time corner cases), and
+/// publication `publication` of both.
+pub(crate) async fn create_matrix_tables(db: &crate::support::TestDb, publication: &str) {
+    let definitions: Vec<String> = COLUMNS
+        .iter()
+        .chain(EXTRA_COLUMNS)
+        .map(|(n, t)| format!("{n} {t}"))
+        .collect();
+    let list: Vec<&str> = COLUMNS.iter().map(|(n, _)| *n).collect();
+    let list = list.join(", ");
+    db.execute(&format!(
+        "{MATRIX_TYPES}
+         CREATE TABLE all_types (id int PRIMARY KEY, {defs});
+         CREATE TABLE all_types_full (id int, {defs});
+         ALTER TABLE all_types_full REPLICA IDENTITY FULL;
+         INSERT INTO all_types (id, {list}) VALUES {TYPICAL}, {EXTREMES};
+         INSERT INTO all_types (id) VALUES (2);
+         UPDATE all_types SET {EXTRA_VALUES} WHERE id IN (1, 3);
+         INSERT INTO all_types (id, c_float4, c_float8, c_numeric, c_numeric_12_2, c_interval, c_time, c_ts, c_tstz)
+           VALUES (5, '-0', '-0', '-0.000', '0.01', '-178000000 years', '00:00:00.000001',
+                   '294247-01-10 04:00:54.775806', '4714-11-24 00:00:00+00 BC'),
+                  (6, '1e-45', '5e-324', '1e-1000', '-0.00', '1 day -00:00:00.000001', '23:59:59.999999',
+                   '1970-01-01 00:00:00', '1999-12-31 23:59:59.999999+00');
+         INSERT INTO all_types_full SELECT * FROM all_types;
+         INSERT INTO all_types_full SELECT * FROM all_types WHERE id IN (1, 3);
+         CREATE PUBLICATION {publication} FOR TABLE all_types, all_types_full;",
+        defs = definitions.join(", "),
+    ))
+    .await;
+}
+
 pub(crate) async fn set_up(db: &crate::support::TestDb, publication: &str) {
     let columns: Vec<String> = COLUMNS.iter().map(|(n, t)| format!("{n} {t}")).collect();
     db.execute(&format!(
-        "CREATE TYPE mood AS ENUM ('sad', 'happy');
-         CREATE DOMAIN posint AS int CHECK (VALUE > 0);
-         CREATE TYPE pair AS (a int, b text);
+        "{MATRIX_TYPES}
          CREATE TABLE all_types (id int PRIMARY KEY, {});
          CREATE PUBLICATION {publication} FOR TABLE all_types;",
         columns.join(", ")
