@@ -371,8 +371,15 @@ impl Sink for DuckDbSink {
         blocking(|| {
             if let Some(copy) = self.streamed.take() {
                 self.copying = None;
-                copy.commit(snapshot_lsn)?;
-                info!(table = %table.name, %snapshot_lsn, "copy committed to DuckDB");
+                let timings = copy.commit(snapshot_lsn)?;
+                info!(
+                    table = %table.name,
+                    %snapshot_lsn,
+                    insert_ms = timings.insert.as_millis() as u64,
+                    commit_ms = timings.commit.as_millis() as u64,
+                    key_ms = timings.key.as_millis() as u64,
+                    "copy committed to DuckDB"
+                );
                 return Ok(());
             }
             let finished = (|| {

@@ -20,6 +20,7 @@
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
@@ -86,6 +87,20 @@ pub(crate) struct StreamedCopy {
     rows: Option<SyncSender<RecordBatch>>,
     /// The thread running the `INSERT`.
     insert: Option<JoinHandle<Inserted>>,
+    /// When the `INSERT` started (the first batch).
+    started: Option<Instant>,
+}
+
+/// Where a copy's time went inside DuckDB, from its first batch on (logged
+/// when the copy commits; `benches/duckdb_backfill.rs` reports it).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CopyTimings {
+    /// From the first batch until DuckDB has inserted the last one.
+    pub(crate) insert: Duration,
+    /// Committing the rows (with [`CopyTarget::Refill`]: the whole commit).
+    pub(crate) commit: Duration,
+    /// Adding the key and committing it with the copy's record.
+    pub(crate) key: Duration,
 }
 
 impl StreamedCopy {
@@ -130,6 +145,7 @@ impl StreamedCopy {
             stream: Some(stream),
             rows: Some(sender),
             insert: None,
+            started: None,
         };
         let name = copy.table.name.quoted();
         let empty = match target {
@@ -188,9 +204,15 @@ impl StreamedCopy {
     /// Ends the stream, records the copy as finished at `snapshot_lsn` and
     /// commits (with [`CopyTarget::RecreateKeyAfter`]: commits the rows,
     /// then adds the key and records the copy in a second transaction).
-    pub(crate) fn commit(mut self, snapshot_lsn: Lsn) -> Result<()> {
+    pub(crate) fn commit(mut self, snapshot_lsn: Lsn) -> Result<CopyTimings> {
         self.rows = None;
+        let started = self.started.unwrap_or_else(Instant::now);
         self.join_insert()?;
+        let inserted = Instant::now();
+        let mut timings = CopyTimings {
+            insert: inserted - started,
+            ..CopyTimings::default()
+        };
         let table = self.table.clone();
         let conn = self.conn.as_mut().ok_or_else(|| lost(&table))?;
         let record = state::mark_copied_sql(&table, snapshot_lsn);
@@ -199,12 +221,15 @@ impl StreamedCopy {
             CopyTarget::RecreateKeyAfter => add_key_sql(&table),
         };
         let Some(add_key) = add_key else {
-            return conn
-                .execute(&format!("{record} COMMIT;"))
-                .map_err(|e| failed(&table, "commit the copy", e));
+            conn.execute(&format!("{record} COMMIT;"))
+                .map_err(|e| failed(&table, "commit the copy", e))?;
+            timings.commit = inserted.elapsed();
+            return Ok(timings);
         };
         conn.execute("COMMIT")
             .map_err(|e| failed(&table, "commit the copied rows", e))?;
+        let committed = Instant::now();
+        timings.commit = committed - inserted;
         commit_by_checkpoint(conn, &format!("BEGIN TRANSACTION; {add_key}; {record} COMMIT;"))
             .map_err(|e| {
                 Error::with_source(
@@ -216,7 +241,9 @@ impl StreamedCopy {
                     ),
                     e,
                 )
-            })
+            })?;
+        timings.key = committed.elapsed();
+        Ok(timings)
     }
 
     /// Ends the stream and rolls the copy back.
@@ -247,6 +274,7 @@ impl StreamedCopy {
         match insert {
             Ok(insert) => {
                 self.insert = Some(insert);
+                self.started = Some(Instant::now());
                 Ok(())
             }
             Err(e) => Err(Error::with_source(
