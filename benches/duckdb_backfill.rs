@@ -31,12 +31,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pg_replicate::pipeline::{DataPipeline, PipelineAction};
 use pg_replicate::sinks::duckdb::{
     DuckDbMode, DuckDbSink, DuckDbSinkConfig, DEFAULT_MEMORY_LIMIT, DEFAULT_STORAGE_VERSION,
 };
-use pg_replicate::sources::postgres::PostgresSource;
-use pg_replicate::types::TableName;
 use pg_replicate_benches::*;
 
 /// Measured runs after the warm-up, unless `BENCH_RUNS` says otherwise.
@@ -160,18 +157,7 @@ fn main() {
         let cpu_before = cpu_time(true);
         let source_elapsed = runtime.block_on(async {
             let start = Instant::now();
-            let source =
-                PostgresSource::for_tables(config.clone(), vec![TableName::new("public", "t")]);
-            let mut pipeline = DataPipeline::new(
-                source,
-                DiscardSink::default(),
-                PipelineAction::TableCopiesOnly,
-            );
-            let report = pipeline
-                .start()
-                .await
-                .unwrap_or_else(|e| panic!("backfill failed: {e}"));
-            assert_eq!(report.rows_copied, rows);
+            copy_table_t(&config, DiscardSink::default(), rows).await;
             start.elapsed()
         });
         let source_cpu_run = cpu_time(true).saturating_sub(cpu_before);
@@ -189,15 +175,7 @@ fn main() {
                 storage_version: DEFAULT_STORAGE_VERSION.to_owned(),
             })
             .unwrap_or_else(|e| panic!("cannot open DuckDB: {e}"));
-            let source =
-                PostgresSource::for_tables(config.clone(), vec![TableName::new("public", "t")]);
-            let mut pipeline = DataPipeline::new(source, sink, PipelineAction::TableCopiesOnly);
-            let report = pipeline
-                .start()
-                .await
-                .unwrap_or_else(|e| panic!("backfill failed: {e}"));
-            assert_eq!(report.rows_copied, rows);
-            drop(pipeline);
+            copy_table_t(&config, sink, rows).await;
             start.elapsed()
         });
         let our_cpu_run = cpu_time(true).saturating_sub(cpu_before);

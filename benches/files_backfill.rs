@@ -16,10 +16,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pg_replicate::pipeline::{DataPipeline, PipelineAction};
 use pg_replicate::sinks::files::{FileFormat, FilesSink, FilesSinkConfig};
-use pg_replicate::sources::postgres::PostgresSource;
-use pg_replicate::types::TableName;
 use pg_replicate_benches::*;
 
 const RUNS: usize = 2;
@@ -82,14 +79,7 @@ fn main() {
                     ..FilesSinkConfig::new(&root)
                 })
                 .unwrap_or_else(|e| panic!("cannot open the files sink: {e}"));
-                let source =
-                    PostgresSource::for_tables(config.clone(), vec![TableName::new("public", "t")]);
-                let mut pipeline = DataPipeline::new(source, sink, PipelineAction::TableCopiesOnly);
-                let report = pipeline
-                    .start()
-                    .await
-                    .unwrap_or_else(|e| panic!("backfill failed: {e}"));
-                assert_eq!(report.rows_copied, rows);
+                copy_table_t(&config, sink, rows).await;
                 start.elapsed()
             });
             our_bytes = size_of(&root);

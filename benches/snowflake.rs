@@ -18,14 +18,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pg_replicate::pipeline::{DataPipeline, PipelineAction};
 use pg_replicate::postgres::throwaway::ThrowawayRole;
 use pg_replicate::sinks::snowflake::{
     LocalSnowflake, SnowflakeClient, SnowflakeConfig, SnowflakeCredentials, SnowflakeSink,
     SnowflakeSinkConfig,
 };
-use pg_replicate::sources::postgres::PostgresSource;
-use pg_replicate::types::TableName;
 use pg_replicate_benches::*;
 use tokio_util::sync::CancellationToken;
 
@@ -97,13 +94,7 @@ fn main() {
             SnowflakeSink::connect(SnowflakeSinkConfig::new(connection(&emulator, "BACKFILL")))
                 .await
                 .unwrap_or_else(|e| panic!("cannot connect the sink: {e}"));
-        let source =
-            PostgresSource::for_tables(config.clone(), vec![TableName::new("public", "t")]);
-        let report = DataPipeline::new(source, sink, PipelineAction::TableCopiesOnly)
-            .start()
-            .await
-            .unwrap_or_else(|e| panic!("backfill failed: {e}"));
-        assert_eq!(report.rows_copied, rows);
+        copy_table_t(&config, sink, rows).await;
         let elapsed = started.elapsed();
         assert_eq!(count(&emulator, "BACKFILL", "T").await, rows);
         elapsed

@@ -75,6 +75,30 @@ impl Sink for DiscardSink {
     }
 }
 
+/// Copies the mixed-type table `public.t` into `sink` (`TableCopiesOnly`,
+/// the source's default copy connections), checks that `rows` rows were
+/// copied, and drops the pipeline, which closes the sink.
+pub async fn copy_table_t<K: Sink>(
+    config: &pg_replicate::postgres::PgConnectionConfig,
+    sink: K,
+    rows: u64,
+) {
+    let source = pg_replicate::sources::postgres::PostgresSource::for_tables(
+        config.clone(),
+        vec![pg_replicate::types::TableName::new("public", "t")],
+    );
+    let mut pipeline = pg_replicate::pipeline::DataPipeline::new(
+        source,
+        sink,
+        pg_replicate::pipeline::PipelineAction::TableCopiesOnly,
+    );
+    let report = pipeline
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("backfill failed: {e}"));
+    assert_eq!(report.rows_copied, rows, "every row copied");
+}
+
 /// Peak resident memory of this process so far, in MiB.
 pub fn peak_rss_self_mib() -> f64 {
     max_rss_mib(libc::RUSAGE_SELF)
