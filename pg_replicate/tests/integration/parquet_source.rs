@@ -198,3 +198,62 @@ async fn files_load_once_each_and_bad_files_are_named() {
     running.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A backlog of files is read one modification time at a time as the
+/// pipeline asks for batches, not all at once when it is listed: memory
+/// holds one file's rows, whatever the backlog.
+#[tokio::test]
+async fn a_backlog_is_read_one_file_time_at_a_time() {
+    use pg_replicate::pipeline::BatchConfig;
+    use pg_replicate::sources::{CdcStream, Source};
+    use pg_replicate::types::change::{CdcEvent, ResumptionState};
+    use tokio_util::sync::CancellationToken;
+
+    let dir = std::env::temp_dir().join(format!("pgr_parquet_backlog_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sizes = [300i64, 200, 100];
+    let mut first = 1;
+    for (i, rows) in sizes.iter().enumerate() {
+        let age = Duration::from_secs(30 - 10 * i as u64);
+        write_file(&dir, &format!("f{i}.parquet"), first, *rows, age);
+        first += rows;
+    }
+    let (mut source, status) = source(&dir);
+    let state = ResumptionState::default();
+    source
+        .prepare(PipelineAction::CdcOnly, &state)
+        .await
+        .unwrap();
+    let mut stream = source
+        .start_cdc(&state, &BatchConfig::default(), CancellationToken::new())
+        .await
+        .unwrap();
+    let mut last_lsn = None;
+    for (i, rows) in sizes.iter().enumerate() {
+        let batch = tokio::time::timeout(Duration::from_secs(20), stream.next_batch())
+            .await
+            .unwrap_or_else(|_| panic!("no batch for file {i} within 20 s"))
+            .unwrap()
+            .expect("a batch, not the end of the stream");
+        let got: usize = batch
+            .events
+            .iter()
+            .map(|e| match e {
+                CdcEvent::Changes(c) => c.batch.num_rows(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!((got as i64, batch.transactions), (*rows, 1), "file {i}");
+        assert!(Some(batch.end_lsn) > last_lsn, "file times in order");
+        last_lsn = Some(batch.end_lsn);
+        let now = status.snapshot();
+        assert_eq!(
+            (now.runs, now.files_loaded, now.rows_loaded as i64),
+            (1, i as u64 + 1, sizes[..=i].iter().sum::<i64>()),
+            "after the batch of file {i}, only the files up to it are read, from one listing"
+        );
+    }
+    stream.close().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

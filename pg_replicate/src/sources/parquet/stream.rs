@@ -209,6 +209,7 @@ impl Source for ParquetSource {
             table,
             status: self.status.clone(),
             position,
+            due: VecDeque::new(),
             pending: VecDeque::new(),
             next_listing: SystemTime::now(),
             max_rows: batch.max_rows.max(1),
@@ -235,6 +236,11 @@ pub struct ParquetCdcStream {
     status: StatusHandle,
     /// Files up to here are handed out.
     position: Lsn,
+    /// The last listing's files not read yet, a group per modification
+    /// time: read one group at a time, so that memory holds one group's
+    /// rows, not a whole backlog's.
+    due: VecDeque<(Lsn, Vec<FileEntry>)>,
+    /// Batches of the group read last, not handed out yet.
     pending: VecDeque<CdcBatch>,
     next_listing: SystemTime,
     max_rows: usize,
@@ -243,7 +249,7 @@ pub struct ParquetCdcStream {
 }
 
 impl ParquetCdcStream {
-    /// Lists the store and queues the batches of the files due.
+    /// Lists the store and notes the files due, by modification time.
     async fn run_listing(&mut self) -> Result<()> {
         let now_micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -257,10 +263,7 @@ impl ParquetCdcStream {
                 return Err(error);
             }
         };
-        let groups = due_groups(files, self.position, settled_before);
-        for (lsn, files) in groups {
-            self.queue_group(lsn, &files).await?;
-        }
+        self.due = due_groups(files, self.position, settled_before).into();
         self.status.update(|s| {
             s.runs += 1;
             s.last_run = Some(SystemTime::now());
@@ -393,6 +396,10 @@ impl CdcStream for ParquetCdcStream {
             }
             if self.cancel.is_cancelled() {
                 return Ok(None);
+            }
+            if let Some((lsn, files)) = self.due.pop_front() {
+                self.queue_group(lsn, &files).await?;
+                continue;
             }
             let wait = self
                 .next_listing
