@@ -208,6 +208,98 @@ async fn changes_truncates_and_column_changes_apply_exactly_once() {
     assert_eq!(copied, 4, "every table copied once");
 }
 
+/// The target table's counters of rows read by scans, index scans and rows
+/// deleted (the statistics the sink's session has reported so far).
+async fn scan_counters(target: &TestDb, table: &str) -> (i64, i64, i64) {
+    let client = target.client().await;
+    let row = client
+        .query_one(
+            "SELECT coalesce(seq_tup_read, 0), coalesce(idx_scan, 0), n_tup_del \
+             FROM pg_stat_user_tables WHERE relname = $1",
+            &[&table],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("reading the statistics of {table}: {e}"));
+    (row.get(0), row.get(1), row.get(2))
+}
+
+/// A batch of changes reads the target table through its key's index: its
+/// cost is the batch's size, not the table's (a scan of the whole table
+/// per batch makes a large table's changes ever slower).
+#[tokio::test]
+async fn changes_read_the_target_through_its_key_not_by_scanning_it() {
+    const ROWS: i64 = 50_000;
+    const CHANGED: i64 = 2_000;
+    let source = fresh_database("pg_sink_index").await;
+    let target = fresh_database("pg_sink_index_target").await;
+    let publication = source.unique_name("pub");
+    let slot = source.unique_name("slot");
+    source
+        .execute(&format!(
+            "CREATE TABLE wide (id bigint PRIMARY KEY, v text);
+             INSERT INTO wide SELECT g, 'value ' || g FROM generate_series(1, {ROWS}) g;
+             CREATE PUBLICATION {publication} FOR TABLE wide;"
+        ))
+        .await;
+    let running = start_into(&source, &target, &publication, &slot).await;
+    let count = |sql: &'static str| {
+        let target = &target;
+        async move {
+            let client = target.client().await;
+            match client.query_one(sql, &[]).await {
+                Ok(row) => row.get::<_, i64>(0),
+                Err(_) => -1, // the table is not created yet
+            }
+        }
+    };
+    // Nothing here reads `wide` itself until the counters are taken: the
+    // statistics count every session's scans.
+    let start = Instant::now();
+    while count("SELECT count(*) FROM _pg_replicate.copied_tables").await != 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the target did not record the copy of wide within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = scan_counters(&target, "wide").await;
+
+    source
+        .execute(&format!(
+            "UPDATE wide SET v = v || '!' WHERE id % ({ROWS} / {CHANGED}) = 0"
+        ))
+        .await;
+    // An update is a delete and an insert in the target; the sink's session
+    // reports its statistics once idle, within seconds.
+    let start = Instant::now();
+    let after = loop {
+        let now = scan_counters(&target, "wide").await;
+        if now.2 - before.2 >= CHANGED {
+            break now;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the target's statistics did not show the {CHANGED} applied updates within 60 s \
+             (rows deleted: {} before, {} now)",
+            before.2,
+            now.2
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    running.stop().await.unwrap();
+    assert_eq!(
+        count("SELECT count(*) FROM wide WHERE v LIKE '%!'").await,
+        CHANGED,
+        "the updates are applied"
+    );
+    let (scanned, index_scans) = (after.0 - before.0, after.1 - before.1);
+    assert!(
+        scanned < ROWS && index_scans > 0,
+        "applying {CHANGED} updates read {scanned} rows of the {ROWS}-row table by scans and \
+         made {index_scans} index scans: the target is scanned, not read through its key"
+    );
+}
+
 /// Connects a sink once the previous sink's session (dropped just before)
 /// has released the target's writer lock.
 async fn connect_when_free(config: PostgresSinkConfig) -> pg_replicate::Result<PostgresSink> {
