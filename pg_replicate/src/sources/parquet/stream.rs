@@ -274,8 +274,9 @@ impl ParquetCdcStream {
 
     /// Reads the files of one modification time and queues them as one
     /// transaction (several batches when it exceeds `max_rows`). A store
-    /// failure stops the listing (nothing of this group is counted as
-    /// loaded; the pipeline lists again from what the sink stored).
+    /// failure ends the stream with an error (nothing of this group is
+    /// counted as loaded; the pipeline lists again from what the sink
+    /// stored).
     async fn queue_group(&mut self, lsn: Lsn, files: &[FileEntry]) -> Result<()> {
         let before = self.position;
         let mut events = Vec::new();
@@ -343,10 +344,9 @@ impl ParquetCdcStream {
         lsn: Lsn,
         seq: &mut u32,
     ) -> Result<std::result::Result<Vec<CdcEvent>, String>> {
-        Ok(match read_file(&self.config, &file.path).await? {
-            Ok(rows) => self.events_of(file, rows, lsn, seq),
-            Err(why) => Err(why),
-        })
+        Ok(read_file(&self.config, &file.path)
+            .await?
+            .and_then(|rows| self.events_of(file, rows, lsn, seq)))
     }
 
     /// A file's rows as change events, or why they do not fit the table.
